@@ -1,0 +1,133 @@
+"""The contract every backend fulfils, modelled on Parsl's executor.
+
+One abstract base, one module per backend, used as a context manager::
+
+    with LocalBackend(config, campaign_dir) as backend:
+        job_id = backend.submit(task, attempt=1)
+        for event in backend.wait(timeout=1.0):
+            ...
+
+The campaign loop is single-threaded and drives the backend: it submits, then
+calls :meth:`Backend.wait` to receive :class:`BackendEvent` objects. A backend
+never touches the store; the loop records what the backend reports, so that every
+backend gets persistence, retries and resume for free.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import ClassVar, Literal
+
+from pydantic import BaseModel, Field
+
+from mummi_like.tasks import Resources, StrictModel, TaskResult, TaskSpec
+
+
+class UnsatisfiableRequest(ValueError):
+    """A task asks for more than the backend can ever give it; raised at submit, not at run time."""
+
+
+class BackendConfig(StrictModel):
+    """Settings shared by every backend; each backend extends it with its own fields."""
+
+
+class Capacity(BaseModel):
+    """What a backend can run at once."""
+
+    nodes: int = Field(ge=1)
+    cores_per_node: int = Field(ge=1)
+    gpus_per_node: int = Field(0, ge=0)
+
+    def refusal(self, resources: Resources) -> str | None:
+        """Why ``resources`` can never fit, or ``None`` when they can."""
+        problems = []
+        if resources.nodes > self.nodes:
+            problems.append(f"{resources.nodes} nodes (there are {self.nodes})")
+        cores_per_node = -(-resources.cores // resources.nodes)
+        gpus_per_node = -(-resources.gpus // resources.nodes)
+        if cores_per_node > self.cores_per_node:
+            problems.append(f"{resources.cores} cores (at most {self.cores_per_node * resources.nodes} on {resources.nodes} node(s))")
+        if gpus_per_node > self.gpus_per_node:
+            problems.append(f"{resources.gpus} GPUs (at most {self.gpus_per_node * resources.nodes} on {resources.nodes} node(s))")
+        return "; ".join(problems) or None
+
+
+class BackendEvent(BaseModel):
+    """Something that happened to a job: it started running, or it ended."""
+
+    job_id: str
+    kind: Literal["started", "finished"]
+    time: float
+    result: TaskResult | None = Field(None, description="Set when kind is 'finished'.")
+
+
+class Backend(abc.ABC):
+    """Runs tasks on some resources and reports what happened to them."""
+
+    name: ClassVar[str]
+    config_model: ClassVar[type[BackendConfig]] = BackendConfig
+
+    def __init__(self, config: BackendConfig, campaign_dir: Path, python_path: Sequence[Path] = ()) -> None:
+        self.config = config
+        self.campaign_dir = Path(campaign_dir)
+        self.python_path = [Path(p) for p in python_path]
+
+    @abc.abstractmethod
+    def start(self) -> None:
+        """Acquire what the backend needs (worker processes, a broker connection)."""
+
+    @abc.abstractmethod
+    def capacity(self) -> Capacity:
+        """The resources tasks share."""
+
+    def check(self, task: TaskSpec) -> None:
+        """Raise :class:`UnsatisfiableRequest` when ``task`` can never run here."""
+        refusal = self.capacity().refusal(task.resources)
+        if refusal:
+            raise UnsatisfiableRequest(
+                f"task {task.id!r} asks for {refusal}; the {self.name} backend can never run it. "
+                f"Lower the task's resources or give the backend more in the spec."
+            )
+
+    @abc.abstractmethod
+    def submit(self, task: TaskSpec, attempt: int) -> str:
+        """Hand ``task`` over and return its job id; it starts when resources allow.
+
+        Raises :class:`UnsatisfiableRequest` for a request that never fits.
+        """
+
+    @abc.abstractmethod
+    def cancel(self, job_id: str) -> None:
+        """Stop a job; its end is reported by :meth:`wait` with a 'canceled' failure."""
+
+    @abc.abstractmethod
+    def wait(self, timeout: float) -> list[BackendEvent]:
+        """Return the events that happened, blocking at most ``timeout`` seconds for the first."""
+
+    @abc.abstractmethod
+    def reattach(self, jobs: dict[str, TaskSpec]) -> set[str]:
+        """After a coordinator restart, take back the jobs a previous coordinator submitted.
+
+        Returns the ids still held by the backend: their events arrive through
+        :meth:`wait` as usual. The rest are lost and the campaign requeues them.
+        """
+
+    @abc.abstractmethod
+    def shutdown(self, cancel_running: bool = True) -> None:
+        """Release everything; with ``cancel_running`` stop the jobs still running."""
+
+    @abc.abstractmethod
+    def active_jobs(self) -> int:
+        """How many submitted jobs have not yet been reported finished."""
+
+    def __enter__(self) -> Backend:
+        self.start()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.shutdown(cancel_running=True)

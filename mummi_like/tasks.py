@@ -1,0 +1,201 @@
+"""Tasks, their resource requests, retry rules and states.
+
+A task is the unit the coordinator persists and a backend runs. It is either an
+argv executable (optionally launched under MPI by the backend's launcher, never
+by a launcher written into the command) or a Python callable named
+``module:function`` with JSON-able arguments. Everything here is a pydantic model
+so that a task round-trips through the store as JSON and is validated once, at
+creation, instead of failing deep inside a backend.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from pathlib import PurePosixPath
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+_CALLABLE_RE = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*:[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*$")
+_TASK_ID_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$")
+
+
+class StrictModel(BaseModel):
+    """Base for every model a user writes: unknown keys are errors, not silently ignored."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class TaskState(str, enum.Enum):
+    """Life cycle of a task, as recorded in the store's state history.
+
+    ``created -> queued -> running -> done | failed | canceled``; a failed attempt
+    that the retry policy accepts goes ``failed-attempt -> retrying -> queued``.
+    """
+
+    CREATED = "created"
+    QUEUED = "queued"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+    CANCELED = "canceled"
+    RETRYING = "retrying"
+
+    @property
+    def is_final(self) -> bool:
+        """Whether the task will never run again."""
+        return self in FINAL_STATES
+
+    @property
+    def is_active(self) -> bool:
+        """Whether a backend holds (or held, before a crash) this task."""
+        return self in (TaskState.QUEUED, TaskState.RUNNING)
+
+
+FINAL_STATES = frozenset({TaskState.DONE, TaskState.FAILED, TaskState.CANCELED})
+
+
+class Resources(StrictModel):
+    """What one task needs while it runs.
+
+    ``cores`` and ``gpus`` are totals over all ranks of the task; an MPI task with
+    ``ranks: 4, cores: 8`` gets two cores per rank. ``walltime`` is in seconds and
+    is enforced by the backend (terminate, then kill).
+    """
+
+    nodes: int = Field(1, ge=1, description="Nodes the task spans.")
+    ranks: int = Field(1, ge=1, description="Processes launched (MPI ranks); 1 for a serial task.")
+    cores: int = Field(1, ge=1, description="CPU cores reserved in total, over all ranks.")
+    gpus: int = Field(0, ge=0, description="GPUs reserved in total, over all ranks.")
+    walltime: float | None = Field(
+        None, gt=0, description="Seconds after which the backend terminates the task; none for no limit."
+    )
+
+    @model_validator(mode="after")
+    def _ranks_divide_resources(self) -> Resources:
+        if self.cores % self.ranks:
+            raise ValueError(f"cores ({self.cores}) must be a multiple of ranks ({self.ranks})")
+        if self.gpus % self.ranks:
+            raise ValueError(f"gpus ({self.gpus}) must be a multiple of ranks ({self.ranks})")
+        return self
+
+
+class RetryPolicy(StrictModel):
+    """Which failures are worth another attempt, and how many attempts to spend."""
+
+    max_retries: int = Field(0, ge=0, description="Extra attempts after the first failure.")
+    exit_codes: list[int] = Field(
+        default_factory=list, description="Exit codes of an executable that are retried; empty: any non-zero code."
+    )
+    exceptions: list[str] = Field(
+        default_factory=list,
+        description="Exception class names (e.g. 'OSError' or 'requests.ConnectionError') of a callable that are "
+        "retried, subclasses included; empty: any exception.",
+    )
+    on_walltime: bool = Field(False, description="Whether a task killed at its walltime is retried.")
+
+    def accepts(self, failure: Failure, failures_so_far: int) -> bool:
+        """Whether a task that has failed ``failures_so_far`` times (this one included) runs again."""
+        if failures_so_far > self.max_retries:
+            return False
+        if failure.kind == "walltime":
+            return self.on_walltime
+        if failure.kind == "exit":
+            return not self.exit_codes or failure.exit_code in self.exit_codes
+        if failure.kind == "exception":
+            return not self.exceptions or any(
+                name in failure.exception_types or name in {t.rsplit(".", 1)[-1] for t in failure.exception_types}
+                for name in self.exceptions
+            )
+        return failure.kind == "signal" and not self.exit_codes
+
+
+class ExecutablePayload(StrictModel):
+    """An argv executable. The argv is never passed through a shell."""
+
+    kind: Literal["executable"] = "executable"
+    argv: list[str] = Field(min_length=1, description="Program and arguments, one list item per argument.")
+    mpi: bool = Field(False, description="Launch under the backend's MPI launcher with `ranks` processes.")
+    env: dict[str, str] = Field(default_factory=dict, description="Extra environment variables.")
+
+
+JsonValue = Any
+
+
+class CallablePayload(StrictModel):
+    """A Python function, named ``module:function``, called with JSON-able arguments."""
+
+    kind: Literal["callable"] = "callable"
+    function: str = Field(description="Import path as `package.module:function`.")
+    args: list[JsonValue] = Field(default_factory=list, description="Positional arguments (JSON-able).")
+    kwargs: dict[str, JsonValue] = Field(default_factory=dict, description="Keyword arguments (JSON-able).")
+    env: dict[str, str] = Field(default_factory=dict, description="Environment variables set during the call.")
+
+    @field_validator("function")
+    @classmethod
+    def _module_colon_function(cls, value: str) -> str:
+        if not _CALLABLE_RE.match(value):
+            raise ValueError(f"{value!r} is not of the form 'package.module:function'")
+        return value
+
+
+Payload = Annotated[ExecutablePayload | CallablePayload, Field(discriminator="kind")]
+
+
+class TaskSpec(StrictModel):
+    """Everything needed to run one task, persisted verbatim in the store."""
+
+    id: str = Field(description="Unique within the campaign; letters, digits, '_', '.', '-'.")
+    payload: Payload
+    resources: Resources = Field(default_factory=Resources)
+    retry: RetryPolicy = Field(default_factory=RetryPolicy)
+    labels: dict[str, str] = Field(default_factory=dict, description="Free-form labels; 'scale' and 'stage' are used.")
+    workdir: str = Field(description="Working directory, relative to the campaign directory.")
+    depends_on: list[str] = Field(default_factory=list, description="Ids of tasks that must be done first.")
+    priority: int = Field(0, description="Higher starts first among tasks that fit.")
+
+    @field_validator("id")
+    @classmethod
+    def _safe_id(cls, value: str) -> str:
+        if not _TASK_ID_RE.match(value):
+            raise ValueError(f"task id {value!r} may hold only letters, digits, '_', '.', '-'")
+        return value
+
+    @field_validator("workdir")
+    @classmethod
+    def _inside_campaign(cls, value: str) -> str:
+        path = PurePosixPath(value)
+        if path.is_absolute() or ".." in path.parts:
+            raise ValueError(f"workdir {value!r} must be a relative path inside the campaign directory")
+        return value
+
+    @property
+    def scale(self) -> str:
+        """The scale that produced this task (label ``scale``), or ``''``."""
+        return self.labels.get("scale", "")
+
+
+class Failure(BaseModel):
+    """Why an attempt did not succeed, in a form retry rules can match."""
+
+    kind: Literal["exit", "signal", "exception", "walltime", "canceled", "lost", "submit"]
+    exit_code: int | None = None
+    signal: int | None = None
+    exception_types: list[str] = Field(default_factory=list)
+    message: str = ""
+
+
+class TaskResult(BaseModel):
+    """What a backend reports when an attempt ends."""
+
+    job_id: str
+    ok: bool
+    exit_code: int | None = None
+    signal: int | None = None
+    failure: Failure | None = None
+    value: JsonValue = None
+    started: float | None = None
+    ended: float | None = None
+    stdout: str | None = None
+    stderr: str | None = None
