@@ -1,0 +1,553 @@
+"""The campaign store: one SQLite database that is the campaign's single source of truth.
+
+Every task, its state history, backend job ids, attempts, outputs, and a
+campaign-level event log live in ``campaign.db`` in the campaign directory, so a
+campaign can be inspected while it runs and resumed after a crash.
+
+The coordinator persists thousands of tasks per second, which a commit per
+write cannot sustain. Writes are therefore *buffered* in Python and written by
+:meth:`Store.flush` in one transaction with ``executemany``; the campaign loop
+calls it once per tick. Whatever a flush committed survives a ``kill -9`` of the
+coordinator (WAL with ``synchronous=NORMAL``; only a power loss can drop the last
+commits), and whatever was still buffered is lost, which resume handles by
+asking the backend again.
+
+The database runs in WAL mode so that other processes (a ``status`` command, a
+dashboard) read it with :meth:`Store.open` ``(..., readonly=True)`` while the
+coordinator writes, without blocking it or being blocked. The writer is meant to
+be one process and one thread: the campaign loop.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from mummi_like.tasks import TaskResult, TaskSpec, TaskState
+
+SCHEMA_VERSION = 1
+"""Stored in ``PRAGMA user_version``; a store written by another layout is refused, not misread."""
+
+BUSY_TIMEOUT_S = 30.0
+"""How long a connection waits for a lock (a checkpoint, another writer) before giving up."""
+
+_SCHEMA = """
+CREATE TABLE tasks (
+    id        TEXT PRIMARY KEY,
+    scale     TEXT NOT NULL,
+    state     TEXT NOT NULL,
+    attempt   INTEGER NOT NULL,
+    failures  INTEGER NOT NULL,
+    job_id    TEXT,
+    spec      TEXT NOT NULL,
+    created   REAL NOT NULL,
+    updated   REAL NOT NULL,
+    started   REAL,
+    ended     REAL,
+    exit_code INTEGER,
+    signal    INTEGER,
+    reason    TEXT,
+    value     TEXT,
+    stdout    TEXT,
+    stderr    TEXT
+);
+CREATE INDEX tasks_state ON tasks(state);
+CREATE INDEX tasks_scale ON tasks(scale);
+CREATE TABLE history (
+    seq     INTEGER PRIMARY KEY,
+    task_id TEXT NOT NULL,
+    attempt INTEGER NOT NULL,
+    state   TEXT NOT NULL,
+    time    REAL NOT NULL,
+    info    TEXT
+);
+CREATE INDEX history_task ON history(task_id);
+CREATE TABLE events (
+    seq  INTEGER PRIMARY KEY AUTOINCREMENT,
+    time REAL NOT NULL,
+    kind TEXT NOT NULL,
+    data TEXT NOT NULL
+);
+CREATE TABLE meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+"""
+
+_INSERT_TASK = (
+    "INSERT INTO tasks (id, scale, state, attempt, failures, spec, created, updated) VALUES (?, ?, ?, 0, 0, ?, ?, ?)"
+)
+
+# One statement for every transition, so that a flush runs all of them, in order,
+# in a single executemany. Optional fields keep their value when passed NULL
+# (COALESCE); the outputs of an attempt are replaced as a whole when ?6 says a
+# result came with the transition, so nothing of an earlier attempt lingers.
+_UPDATE_TASK = """
+UPDATE tasks SET
+    state     = ?1,
+    updated   = ?2,
+    attempt   = COALESCE(?3, attempt),
+    failures  = COALESCE(?4, failures),
+    job_id    = COALESCE(?5, job_id),
+    started   = CASE WHEN ?6 THEN ?7 ELSE started END,
+    ended     = CASE WHEN ?6 THEN ?8 ELSE ended END,
+    exit_code = CASE WHEN ?6 THEN ?9 ELSE exit_code END,
+    signal    = CASE WHEN ?6 THEN ?10 ELSE signal END,
+    value     = CASE WHEN ?6 THEN ?11 ELSE value END,
+    stdout    = CASE WHEN ?6 THEN ?12 ELSE stdout END,
+    stderr    = CASE WHEN ?6 THEN ?13 ELSE stderr END,
+    reason    = CASE WHEN ?14 THEN ?15 ELSE reason END
+WHERE id = ?16
+"""
+
+_INSERT_HISTORY = "INSERT INTO history (task_id, attempt, state, time, info) VALUES (?, ?, ?, ?, ?)"
+_INSERT_EVENT = "INSERT INTO events (time, kind, data) VALUES (?, ?, ?)"
+
+_TASK_COLUMNS = (
+    "spec, state, attempt, failures, job_id, created, updated, started, ended, "
+    "exit_code, signal, reason, value, stdout, stderr"
+)
+
+
+class StoreError(RuntimeError):
+    """The campaign store cannot be opened, read or written; the message says what to do."""
+
+
+@dataclass
+class TaskRecord:
+    """A task as the store knows it: its spec plus where it stands.
+
+    Fields describing an attempt's outcome (``started`` ... ``stderr``) belong
+    to the last attempt that reported a result.
+    """
+
+    spec: TaskSpec
+    state: TaskState
+    attempt: int
+    """Number of the current or last attempt; 0 before the first submission."""
+    failures: int
+    """Failed attempts so far, which the retry policy counts against ``max_retries``."""
+    job_id: str | None
+    created: float
+    updated: float
+    started: float | None
+    ended: float | None
+    exit_code: int | None
+    signal: int | None
+    reason: str | None
+    """Message of the last failure, or ``None``."""
+    value: Any
+    """JSON result of a callable; ``None`` otherwise."""
+    stdout: str | None
+    """Path of the attempt's captured standard output."""
+    stderr: str | None
+    """Path of the attempt's captured standard error."""
+
+    @property
+    def id(self) -> str:
+        """The task id, from its spec."""
+        return self.spec.id
+
+
+class Store:
+    """Buffered writer and reader of a campaign's ``campaign.db``.
+
+    Parameters
+    ----------
+    path
+        The database file. A writable store creates it and its schema when
+        missing; use :meth:`open` to name the campaign directory instead.
+    readonly
+        Open without write access, for processes that watch a running campaign.
+        Such a store never takes a write lock, so it cannot slow the coordinator.
+
+    Raises
+    ------
+    StoreError
+        When a read-only store does not exist, or the file is not a campaign
+        store of this version.
+
+    Notes
+    -----
+    Writes (:meth:`add_tasks`, :meth:`transition`, :meth:`log_event`) are only
+    buffered; reads see committed data only, i.e. what the last :meth:`flush`
+    wrote. :meth:`set_meta` is the exception: it commits at once, because
+    metadata is written rarely and must not wait for a loop tick.
+    """
+
+    FILENAME = "campaign.db"
+
+    def __init__(self, path: Path, readonly: bool = False) -> None:
+        self.path = Path(path)
+        self.readonly = readonly
+        if readonly and not self.path.is_file():
+            directory = self.path.parent
+            raise StoreError(
+                f"no campaign store at {self.path}: is {directory} a campaign directory? "
+                "run `mummi-like run SPEC` first"
+            )
+        # Buffered rows, one list per statement. Rows of different tables do not
+        # depend on each other once their values are resolved (see transition),
+        # so flushing the lists one after the other, each in its own order,
+        # writes the same data as replaying the calls one by one.
+        self._new_tasks: list[tuple[Any, ...]] = []
+        self._updates: list[tuple[Any, ...]] = []
+        self._history: list[tuple[Any, ...]] = []
+        self._events: list[tuple[Any, ...]] = []
+        # Current attempt of every task this writer has added or moved, buffered
+        # changes included, so a history row gets its attempt without a flush.
+        self._attempts: dict[str, int] = {}
+        self._closed = False
+        try:
+            self._conn = self._connect()
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"cannot open campaign store {self.path}: {exc}") from exc
+
+    def _connect(self) -> sqlite3.Connection:
+        """Open the connection, set it up for WAL, and check or create the schema."""
+        if self.readonly:
+            uri = f"{self.path.resolve().as_uri()}?mode=ro"
+            conn = sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT_S, isolation_level=None)
+        else:
+            conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
+        try:
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if not self.readonly:
+                mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+                if mode != "wal":
+                    raise StoreError(
+                        f"{self.path}: SQLite refused WAL mode (got {mode!r}); put the campaign directory "
+                        "on a local file system"
+                    )
+                conn.execute("PRAGMA synchronous=NORMAL")
+                if version == 0:
+                    conn.executescript(f"BEGIN IMMEDIATE;{_SCHEMA}PRAGMA user_version={SCHEMA_VERSION};COMMIT;")
+                    version = SCHEMA_VERSION
+            if version != SCHEMA_VERSION:
+                raise StoreError(
+                    f"{self.path} is not a campaign store of schema version {SCHEMA_VERSION} (found version {version})"
+                )
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    @classmethod
+    def open(cls, campaign_dir: Path, readonly: bool = False) -> Store:
+        """Open the store of a campaign directory, creating both when writable.
+
+        Parameters
+        ----------
+        campaign_dir
+            The campaign directory; the database is ``campaign_dir / FILENAME``.
+        readonly
+            See :class:`Store`.
+        """
+        campaign_dir = Path(campaign_dir)
+        if not readonly:
+            campaign_dir.mkdir(parents=True, exist_ok=True)
+        return cls(campaign_dir / cls.FILENAME, readonly=readonly)
+
+    # -- buffered writes -------------------------------------------------------
+
+    def _require_writable(self) -> None:
+        if self.readonly:
+            raise StoreError(f"campaign store {self.path} is open read-only")
+
+    def _current_attempt(self, task_id: str) -> int:
+        """The task's attempt with buffered changes applied; KeyError for an unknown task."""
+        attempt = self._attempts.get(task_id)
+        if attempt is None:
+            row = self._conn.execute("SELECT attempt FROM tasks WHERE id = ?", (task_id,)).fetchone()
+            if row is None:
+                raise KeyError(f"no task {task_id!r} in campaign store {self.path}")
+            attempt = self._attempts[task_id] = row[0]
+        return attempt
+
+    def add_tasks(self, specs: Iterable[TaskSpec], time: float) -> None:
+        """Buffer new tasks in state ``created``, attempt 0.
+
+        Duplicate ids are refused here rather than at flush, where one bad row
+        would roll back the whole tick's writes. Either all ``specs`` are
+        buffered or, on error, none.
+
+        Raises
+        ------
+        ValueError
+            When a task id is already in the store or its buffer, or repeats
+            within ``specs``.
+        """
+        self._require_writable()
+        batch = list(specs)
+        ids: set[str] = set()
+        for spec in batch:
+            if spec.id in ids or spec.id in self._attempts:
+                raise ValueError(f"task {spec.id!r} added twice to campaign store {self.path}")
+            ids.add(spec.id)
+        # One query for the whole batch: a query per task would cost more than the insert.
+        committed = self._conn.execute(
+            "SELECT id FROM tasks WHERE id IN (SELECT value FROM json_each(?)) LIMIT 1", (json.dumps(list(ids)),)
+        ).fetchone()
+        if committed is not None:
+            raise ValueError(f"task {committed[0]!r} is already in campaign store {self.path}")
+        created = TaskState.CREATED.value
+        self._new_tasks.extend((s.id, s.scale, created, s.model_dump_json(), time, time) for s in batch)
+        self._history.extend((s.id, 0, created, time, None) for s in batch)
+        self._attempts.update(dict.fromkeys(ids, 0))
+
+    def transition(
+        self,
+        task_id: str,
+        state: TaskState,
+        time: float,
+        *,
+        attempt: int | None = None,
+        job_id: str | None = None,
+        failures: int | None = None,
+        info: dict[str, Any] | None = None,
+        result: TaskResult | None = None,
+        reason: str | None = None,
+    ) -> None:
+        """Buffer a state change of a task and its history row.
+
+        Parameters
+        ----------
+        task_id
+            A task already in the store or added to the buffer.
+        state
+            The new state.
+        time
+            When it happened (campaign clock, seconds).
+        attempt, job_id, failures
+            New values; ``None`` keeps the current one. ``job_id`` defaults to
+            ``result.job_id`` when a result is given.
+        info
+            JSON-able details kept with the history row only.
+        result
+            An attempt's outcome; replaces ``started``, ``ended``,
+            ``exit_code``, ``signal``, ``value``, ``stdout``, ``stderr`` and
+            ``reason`` (the failure's message, ``None`` on success).
+        reason
+            Failure message for a state change without a result (e.g. a
+            failed submission or dependency); overrides the result's.
+
+        Raises
+        ------
+        KeyError
+            For an unknown task, now rather than silently at flush.
+        TypeError
+            When ``info`` or ``result.value`` is not JSON-able.
+        """
+        self._require_writable()
+        state_value = TaskState(state).value
+        current = self._current_attempt(task_id)
+        history_attempt = current if attempt is None else attempt
+        info_json = None if info is None else json.dumps(info)
+        if result is None:
+            outputs: tuple[Any, ...] = (0, None, None, None, None, None, None, None)
+        else:
+            if job_id is None:
+                job_id = result.job_id
+            if reason is None and result.failure is not None:
+                reason = result.failure.message
+            outputs = (
+                1,
+                result.started,
+                result.ended,
+                result.exit_code,
+                result.signal,
+                json.dumps(result.value),
+                result.stdout,
+                result.stderr,
+            )
+        set_reason = int(result is not None or reason is not None)
+        self._updates.append((state_value, time, attempt, failures, job_id, *outputs, set_reason, reason, task_id))
+        self._history.append((task_id, history_attempt, state_value, time, info_json))
+        self._attempts[task_id] = history_attempt
+
+    def log_event(self, kind: str, time: float, **data: Any) -> None:
+        """Buffer a campaign-level event (a scale started, a model was retrained, ...).
+
+        Raises
+        ------
+        TypeError
+            When ``data`` is not JSON-able.
+        """
+        self._require_writable()
+        self._events.append((time, kind, json.dumps(data)))
+
+    def pending(self) -> int:
+        """Rows buffered and not yet flushed."""
+        return len(self._new_tasks) + len(self._updates) + len(self._history) + len(self._events)
+
+    def flush(self) -> int:
+        """Write all buffered rows in one transaction and return how many were written.
+
+        On failure the transaction is rolled back and the rows stay buffered, so
+        a later flush can retry (e.g. after a lock timeout or a full disk).
+
+        Raises
+        ------
+        StoreError
+            When SQLite cannot write the rows.
+        """
+        rows = self.pending()
+        if not rows:
+            return 0
+        self._require_writable()
+        conn = self._conn
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                conn.executemany(_INSERT_TASK, self._new_tasks)
+                conn.executemany(_UPDATE_TASK, self._updates)
+                conn.executemany(_INSERT_HISTORY, self._history)
+                conn.executemany(_INSERT_EVENT, self._events)
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as exc:
+            raise StoreError(f"could not write {rows} rows to {self.path} (they stay buffered): {exc}") from exc
+        self._new_tasks.clear()
+        self._updates.clear()
+        self._history.clear()
+        self._events.clear()
+        return rows
+
+    def set_meta(self, key: str, value: Any) -> None:
+        """Store a JSON-able campaign setting (spec hash, start time, ...), committed at once."""
+        self._require_writable()
+        self._conn.execute(
+            "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            (key, json.dumps(value)),
+        )
+
+    def get_meta(self, key: str, default: Any = None) -> Any:
+        """A value stored with :meth:`set_meta`, or ``default``."""
+        row = self._conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return default if row is None else json.loads(row[0])
+
+    # -- reads (committed data only) ------------------------------------------
+
+    @staticmethod
+    def _record(row: tuple[Any, ...]) -> TaskRecord:
+        (spec, state, attempt, failures, job_id, created, updated, started, ended,
+         exit_code, signal, reason, value, stdout, stderr) = row  # fmt: skip
+        return TaskRecord(
+            spec=TaskSpec.model_validate_json(spec),
+            state=TaskState(state),
+            attempt=attempt,
+            failures=failures,
+            job_id=job_id,
+            created=created,
+            updated=updated,
+            started=started,
+            ended=ended,
+            exit_code=exit_code,
+            signal=signal,
+            reason=reason,
+            value=None if value is None else json.loads(value),
+            stdout=stdout,
+            stderr=stderr,
+        )
+
+    def get(self, task_id: str) -> TaskRecord:
+        """The committed record of one task.
+
+        Raises
+        ------
+        KeyError
+            When no such task was flushed.
+        """
+        row = self._conn.execute(f"SELECT {_TASK_COLUMNS} FROM tasks WHERE id = ?", (task_id,)).fetchone()
+        if row is None:
+            raise KeyError(f"no task {task_id!r} in campaign store {self.path}")
+        return self._record(row)
+
+    def tasks(self, states: Iterable[TaskState] | None = None, scale: str | None = None) -> list[TaskRecord]:
+        """Committed tasks in the order they were added, optionally only some states and one scale."""
+        clauses: list[str] = []
+        params: list[Any] = []
+        if states is not None:
+            values = [TaskState(s).value for s in states]
+            clauses.append(f"state IN ({', '.join('?' * len(values))})")
+            params.extend(values)
+        if scale is not None:
+            clauses.append("scale = ?")
+            params.append(scale)
+        where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
+        rows = self._conn.execute(f"SELECT {_TASK_COLUMNS} FROM tasks{where} ORDER BY rowid", params)
+        return [self._record(row) for row in rows]
+
+    def task_ids(self) -> set[str]:
+        """Ids of all committed tasks."""
+        return {row[0] for row in self._conn.execute("SELECT id FROM tasks")}
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        """Number of committed tasks per scale and state; states without tasks are absent."""
+        counts: dict[str, dict[str, int]] = {}
+        for scale, state, n in self._conn.execute("SELECT scale, state, COUNT(*) FROM tasks GROUP BY scale, state"):
+            counts.setdefault(scale, {})[state] = n
+        return counts
+
+    def history(self, task_id: str) -> list[tuple[TaskState, int, float, dict[str, Any]]]:
+        """Committed ``(state, attempt, time, info)`` of a task, oldest first.
+
+        Raises
+        ------
+        KeyError
+            When no such task was flushed.
+        """
+        rows = self._conn.execute(
+            "SELECT state, attempt, time, info FROM history WHERE task_id = ? ORDER BY seq", (task_id,)
+        ).fetchall()
+        if not rows:
+            self.get(task_id)  # raises KeyError for an unknown task
+        return [(TaskState(s), a, t, {} if i is None else json.loads(i)) for s, a, t, i in rows]
+
+    def events(self, since: int = 0, kind: str | None = None) -> list[tuple[int, float, str, dict[str, Any]]]:
+        """Committed events ``(seq, time, kind, data)`` with ``seq > since``, oldest first.
+
+        A watcher passes the last ``seq`` it saw as ``since`` to get only new events.
+        """
+        sql = "SELECT seq, time, kind, data FROM events WHERE seq > ?"
+        params: list[Any] = [since]
+        if kind is not None:
+            sql += " AND kind = ?"
+            params.append(kind)
+        return [(seq, t, k, json.loads(d)) for seq, t, k, d in self._conn.execute(sql + " ORDER BY seq", params)]
+
+    # -- life cycle ------------------------------------------------------------
+
+    def close(self) -> None:
+        """Flush (when writable) and close; closing twice is harmless.
+
+        The connection is closed even when the flush fails, whose error is raised.
+        """
+        if self._closed:
+            return
+        try:
+            if not self.readonly:
+                self.flush()
+        finally:
+            self._conn.close()
+            self._closed = True
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        # Flush even when leaving on an exception: what was recorded did happen.
+        self.close()
