@@ -1,0 +1,80 @@
+"""Plugins of a fake installed distribution, so that spec and plugin tests go through real entry points.
+
+The tests put this folder on ``sys.path``; ``importlib.metadata`` then finds
+``mummi_spec_fixtures-0.1.dist-info`` like any installed package. The classes are
+only loaded and validated against, never run.
+"""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from mummi_like.backends.base import Backend, BackendConfig
+from mummi_like.scale import Scale
+from mummi_like.tasks import Resources, StrictModel, TaskSpec
+
+
+class TinyConfig(StrictModel):
+    """Config of :class:`TinyScale`."""
+
+    argv: list[str] = Field(description="Program and arguments.")
+    cores: int = Field(1, description="Cores per task.")
+    resources: Resources = Field(default_factory=Resources, description="Nested model, for nested key errors.")
+
+
+class TinyScale(Scale):
+    """A scale that makes no tasks."""
+
+    config_model = TinyConfig
+
+    def tasks(self) -> list[TaskSpec]:
+        """No tasks."""
+        return []
+
+
+class NoConfigScale(Scale):
+    """A scale whose author forgot `config_model`."""
+
+    def tasks(self) -> list[TaskSpec]:
+        """No tasks."""
+        return []
+
+
+class NotAScale:
+    """Registered as a scale but not a Scale subclass."""
+
+
+NOT_A_CLASS = 42
+
+
+class TinyBackendConfig(BackendConfig):
+    """Config of :class:`TinyBackend`."""
+
+    workers: int = Field(2, ge=1, description="Worker processes.")
+
+
+class TinyBackend(Backend):  # abstract: loaded and validated against, never started
+    """A backend that is only validated against."""
+
+    name = "tiny-backend"
+    config_model = TinyBackendConfig
+
+
+class PolicyConfig(StrictModel):
+    """Config of :class:`TinyPolicy`."""
+
+    ratio: float = Field(1.0, gt=0, description="Fine tasks per coarse task.")
+
+
+class TinyPolicy:
+    """A policy with a config model."""
+
+    config_model = PolicyConfig
+
+
+class BarePolicy:
+    """A policy without a config model."""
+
+
+class TinySelector:
+    """A selector that is only looked up by name."""
