@@ -1,0 +1,532 @@
+"""The embedded ``local`` backend: resource-aware co-scheduling on one node.
+
+It never oversubscribes: a task starts only when its cores and GPUs are free, and
+GPUs are bound by index through ``CUDA_VISIBLE_DEVICES``. Executables run as their
+own process groups (so a walltime or a cancel stops the whole tree); Python
+callables run in a pool of long-lived worker processes (:mod:`.pyworker`).
+
+Everything happens in the caller's thread: :meth:`LocalBackend.wait` blocks in one
+``epoll`` over the workers' pipes and a ``pidfd`` per running process, so an exit
+is seen the moment it happens and no thread per task is needed.
+
+Backfill rule
+-------------
+Waiting tasks are considered in order of priority (higher first), then of
+submission. Any task that fits in the free resources starts, even if an earlier
+one is still waiting for more (backfill). Each time a later task starts ahead of a
+waiting one, the waiting task's *bypass count* grows; once it reaches
+``max_bypass`` the task holds a reservation: from then on, later tasks may start
+only in what is free beyond its request, so running tasks drain until it fits. A
+large task therefore waits at most ``max_bypass`` backfilled starts plus the
+time the tasks already running need to finish.
+
+Restart
+-------
+Jobs of this backend live inside the coordinator's process tree, so they cannot
+be taken back by a new coordinator: :meth:`LocalBackend.reattach` stops any
+process a previous coordinator of the same campaign left behind (found through
+the ``MUMMI_LIKE_CAMPAIGN`` variable every task carries) and reports all jobs
+lost, so the campaign requeues them.
+"""
+
+from __future__ import annotations
+
+import bisect
+import itertools
+import json
+import os
+import queue
+import selectors
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any, ClassVar
+
+from pydantic import Field
+
+from mummi_like.backends import pyworker
+from mummi_like.backends.base import Backend, BackendConfig, BackendEvent, Capacity
+from mummi_like.tasks import CallablePayload, Failure, TaskResult, TaskSpec
+
+CAMPAIGN_VARIABLE = "MUMMI_LIKE_CAMPAIGN"
+JOB_VARIABLE = "MUMMI_LIKE_JOB_ID"
+
+
+def detected_gpus() -> list[int]:
+    """GPU indices visible to this process: ``CUDA_VISIBLE_DEVICES`` if set, else what ``nvidia-smi`` lists."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        return [int(item) for item in visible.split(",") if item.strip().isdigit()]
+    nvidia_smi = shutil.which("nvidia-smi")
+    if nvidia_smi is None:
+        return []
+    try:
+        listing = subprocess.run([nvidia_smi, "-L"], capture_output=True, text=True, timeout=10, check=True).stdout
+    except (subprocess.SubprocessError, OSError):
+        return []
+    return list(range(sum(1 for line in listing.splitlines() if line.startswith("GPU "))))
+
+
+class LocalConfig(BackendConfig):
+    """Settings of the ``local`` backend."""
+
+    cores: int | None = Field(None, ge=1, description="Cores tasks may use; default: the cores this process may run on.")
+    gpus: list[int] | None = Field(
+        None, description="GPU indices tasks may use; default: CUDA_VISIBLE_DEVICES, else all GPUs nvidia-smi lists."
+    )
+    python_workers: int | None = Field(
+        None, ge=1, description="Worker processes for Python-callable tasks; default: one per core."
+    )
+    mpi_launcher: list[str] = Field(
+        default_factory=lambda: ["mpirun", "-np", "{ranks}"],
+        description="Argv prefix for MPI tasks; '{ranks}' and '{cores_per_rank}' are replaced.",
+    )
+    kill_grace: float = Field(5.0, ge=0, description="Seconds between SIGTERM and SIGKILL at walltime or cancel.")
+    max_bypass: int = Field(32, ge=0, description="Backfilled starts a waiting task tolerates before it reserves.")
+    spawn_threads: int = Field(2, ge=1, description="Threads that start executables (vfork blocks until exec).")
+
+
+@dataclass(eq=False)
+class _Worker:
+    process: subprocess.Popen[bytes]
+    conn: Connection
+    job: _Job | None = None
+
+
+@dataclass(eq=False)
+class _Job:
+    job_id: str
+    task: TaskSpec
+    order: tuple[int, int]
+    workdir: Path
+    bypassed: int = 0
+    gpu_ids: list[int] = field(default_factory=list)
+    process: subprocess.Popen[bytes] | None = None
+    pidfd: int | None = None
+    worker: _Worker | None = None
+    started: float | None = None
+    deadline: float | None = None
+    kill_at: float | None = None
+    stop_reason: str | None = None  # "walltime" or "canceled" once we started stopping it
+
+    @property
+    def stdout(self) -> Path:
+        return self.workdir / "stdout.txt"
+
+    @property
+    def stderr(self) -> Path:
+        return self.workdir / "stderr.txt"
+
+
+class LocalBackend(Backend):
+    """Co-schedules executables and Python callables on the cores and GPUs of this node."""
+
+    name: ClassVar[str] = "local"
+    config_model: ClassVar[type[BackendConfig]] = LocalConfig
+    config: LocalConfig
+
+    def __init__(self, config: BackendConfig, campaign_dir: Path, python_path: Any = ()) -> None:
+        super().__init__(config, campaign_dir, python_path)
+        self.campaign_dir = self.campaign_dir.resolve()
+        self._cores = self.config.cores or len(os.sched_getaffinity(0))
+        self._gpus = list(self.config.gpus) if self.config.gpus is not None else detected_gpus()
+        self._free_cores = self._cores
+        self._free_gpus = list(self._gpus)
+        self._waiting: list[_Job] = []
+        self._jobs: dict[str, _Job] = {}
+        self._running: set[_Job] = set()
+        self._events: list[BackendEvent] = []
+        self._sequence = itertools.count()
+        self._selector = selectors.DefaultSelector()
+        self._idle_workers: list[_Worker] = []
+        self._workers: list[_Worker] = []
+        self._base_env: dict[str, str] = {}
+        self._spawner = ThreadPoolExecutor(max_workers=self.config.spawn_threads, thread_name_prefix="mummi-spawn")
+        self._spawned: queue.SimpleQueue[tuple[_Job, OSError | None]] = queue.SimpleQueue()
+        self._wakeup = os.eventfd(0, os.EFD_NONBLOCK)
+        self._selector.register(self._wakeup, selectors.EVENT_READ, None)
+        self._started = False
+
+    # -- life cycle -------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Spawn the Python worker pool and freeze the environment tasks inherit."""
+        if self._started:
+            return
+        self._base_env = dict(os.environ)
+        self._base_env[CAMPAIGN_VARIABLE] = str(self.campaign_dir)
+        for _ in range(self.config.python_workers or self._cores):
+            self._spawn_worker()
+        self._started = True
+
+    def capacity(self) -> Capacity:
+        return Capacity(nodes=1, cores_per_node=self._cores, gpus_per_node=len(self._gpus))
+
+    def active_jobs(self) -> int:
+        return len(self._jobs)
+
+    def shutdown(self, cancel_running: bool = True) -> None:
+        """Stop every job (when asked), wait for them within the kill grace, then stop the workers."""
+        if not self._started:
+            return
+        if cancel_running:
+            for job_id in list(self._jobs):
+                self.cancel(job_id)
+        give_up = time.monotonic() + self.config.kill_grace + 5.0
+        while self._jobs and time.monotonic() < give_up:
+            self.wait(0.05)
+        for worker in self._workers:
+            try:
+                worker.conn.send(None)
+            except OSError:
+                pass
+        for worker in self._workers:
+            try:
+                worker.process.wait(timeout=2)
+            except subprocess.TimeoutExpired:
+                worker.process.kill()
+                worker.process.wait()
+            self._unregister(worker.conn)
+            worker.conn.close()
+        self._workers.clear()
+        self._idle_workers.clear()
+        self._spawner.shutdown(wait=True)
+        self._selector.close()
+        os.close(self._wakeup)
+        self._started = False
+
+    # -- submission ---------------------------------------------------------------------------
+
+    def submit(self, task: TaskSpec, attempt: int) -> str:
+        """Queue ``task``; it starts in :meth:`wait` once its resources are free."""
+        self.check(task)
+        job_id = f"{task.id}#{attempt}"
+        workdir = self.campaign_dir / task.workdir
+        job = _Job(job_id, task, (-task.priority, next(self._sequence)), workdir)
+        self._jobs[job_id] = job
+        bisect.insort(self._waiting, job, key=lambda queued: queued.order)
+        return job_id
+
+    def cancel(self, job_id: str) -> None:
+        job = self._jobs.get(job_id)
+        if job is None or job.stop_reason is not None:
+            return
+        if job.started is None:
+            self._waiting.remove(job)
+            now = time.time()
+            self._finish(job, TaskResult(job_id=job_id, ok=False, failure=Failure(kind="canceled", message="canceled before it started"), ended=now))
+            return
+        self._stop(job, "canceled", time.monotonic())
+
+    def reattach(self, jobs: dict[str, TaskSpec]) -> set[str]:
+        """Stop what a dead coordinator of this campaign left running; every job is lost."""
+        me = os.getpid()
+        marker = f"{CAMPAIGN_VARIABLE}={self.campaign_dir}".encode()
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit() or int(entry.name) == me:
+                continue
+            try:
+                environ = (entry / "environ").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if marker in environ:
+                try:
+                    os.killpg(int(entry.name), signal.SIGKILL)
+                except (ProcessLookupError, PermissionError):
+                    try:
+                        os.kill(int(entry.name), signal.SIGKILL)
+                    except (ProcessLookupError, PermissionError):
+                        pass
+        return set()
+
+    # -- the event loop -----------------------------------------------------------------------
+
+    def wait(self, timeout: float) -> list[BackendEvent]:
+        """Start what fits, then block until something ends, a deadline passes or ``timeout`` elapses."""
+        self._schedule()
+        poll_for = 0.0 if self._events else self._poll_timeout(timeout)
+        for key, _ in self._selector.select(poll_for):
+            source = key.data
+            if source is None:
+                self._collect_spawned()
+            elif isinstance(source, _Worker):
+                self._collect_worker(source)
+            else:
+                self._collect_process(source)
+        self._enforce_deadlines(time.monotonic())
+        self._schedule()
+        events, self._events = self._events, []
+        return events
+
+    def _poll_timeout(self, timeout: float) -> float:
+        now = time.monotonic()
+        deadlines = [job.kill_at or job.deadline for job in self._running]
+        upcoming = [when for when in deadlines if when is not None]
+        return max(0.0, min([timeout, *(when - now for when in upcoming)]))
+
+    def _schedule(self) -> None:
+        """Start waiting tasks that fit, honouring reservations of tasks bypassed too often."""
+        free_cores = self._free_cores
+        free_gpus = len(self._free_gpus)
+        if not self._waiting or (free_cores == 0 and free_gpus == 0):
+            return
+        passed_over: list[_Job] = []
+        started: list[int] = []
+        for index, job in enumerate(self._waiting):
+            need = job.task.resources
+            if need.cores <= free_cores and need.gpus <= free_gpus and self._can_host(job):
+                started.append(index)
+                free_cores -= need.cores
+                free_gpus -= need.gpus
+                for waiting in passed_over:
+                    waiting.bypassed += 1
+            else:
+                passed_over.append(job)
+                if job.bypassed >= self.config.max_bypass:
+                    free_cores -= min(need.cores, free_cores)
+                    free_gpus -= min(need.gpus, free_gpus)
+            if free_cores == 0 and free_gpus == 0:
+                break
+        launching = [self._waiting[index] for index in started]
+        for index in reversed(started):
+            del self._waiting[index]
+        for job in launching:
+            self._launch(job)
+
+    def _can_host(self, job: _Job) -> bool:
+        """Python callables also need an idle worker."""
+        return not isinstance(job.task.payload, CallablePayload) or bool(self._idle_workers)
+
+    def _launch(self, job: _Job) -> None:
+        need = job.task.resources
+        self._free_cores -= need.cores
+        job.gpu_ids, self._free_gpus = self._free_gpus[: need.gpus], self._free_gpus[need.gpus :]
+        job.started = time.time()
+        self._running.add(job)
+        if need.walltime is not None:
+            job.deadline = time.monotonic() + need.walltime
+        env = {name: str(need.cores // need.ranks) for name in pyworker.THREAD_VARIABLES}
+        env[JOB_VARIABLE] = job.job_id
+        if job.gpu_ids or self._gpus:
+            env["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, job.gpu_ids))
+        self._events.append(BackendEvent(job_id=job.job_id, kind="started", time=job.started))
+        payload = job.task.payload
+        env.update(payload.env)
+        if isinstance(payload, CallablePayload):
+            worker = self._idle_workers.pop()
+            worker.job, job.worker = job, worker
+            request = pyworker.CallRequest(
+                job.job_id, payload.function, payload.args, payload.kwargs, env,
+                str(job.workdir), str(job.stdout), str(job.stderr),
+            )
+            worker.conn.send(tuple(request))
+            return
+        argv = list(payload.argv)
+        if payload.mpi:
+            argv = self._mpi_prefix(job) + argv
+        self._spawner.submit(self._spawn_process, job, argv, {**self._base_env, **env})
+
+    def _spawn_process(self, job: _Job, argv: list[str], env: dict[str, str]) -> None:
+        """Start an executable; runs in a spawner thread because ``vfork`` blocks until ``exec``.
+
+        Two threads keep both sides of a ``vfork`` busy, which is what lets the
+        backend start executables faster than one thread can; the coordinator
+        thread picks the process up from :attr:`_spawned`.
+        """
+        try:
+            job.workdir.mkdir(parents=True, exist_ok=True)
+            with open(job.stdout, "wb") as out, open(job.stderr, "wb") as err:
+                job.process = subprocess.Popen(
+                    argv, cwd=job.workdir, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
+                    env=env, start_new_session=True,
+                )
+            job.pidfd = os.pidfd_open(job.process.pid)
+            self._spawned.put((job, None))
+        except OSError as error:
+            self._spawned.put((job, error))
+        os.eventfd_write(self._wakeup, 1)
+
+    def _collect_spawned(self) -> None:
+        """Watch processes the spawner threads started, and fail tasks whose executable could not start."""
+        os.eventfd_read(self._wakeup)
+        while not self._spawned.empty():
+            job, error = self._spawned.get()
+            if error is None:
+                self._selector.register(job.pidfd, selectors.EVENT_READ, job)
+                if job.stop_reason is not None:
+                    self._signal(job, signal.SIGTERM)
+                continue
+            argv0 = job.task.payload.argv[0]
+            job.stderr.parent.mkdir(parents=True, exist_ok=True)
+            job.stderr.write_text(f"cannot start {argv0!r}: {error}\n")
+            self._release(job)
+            self._finish(job, self._result(job, ok=False, exit_code=127, failure=Failure(
+                kind="exit", exit_code=127,
+                message=f"cannot start {argv0!r}: {error.strerror}; check that it is installed and on PATH, "
+                "or give its absolute path in argv",
+            )))
+
+    def _mpi_prefix(self, job: _Job) -> list[str]:
+        need = job.task.resources
+        values = {"{ranks}": str(need.ranks), "{cores_per_rank}": str(need.cores // need.ranks)}
+        return [values.get(token, token) for token in self.config.mpi_launcher]
+
+    # -- completions --------------------------------------------------------------------------
+
+    def _collect_process(self, job: _Job) -> None:
+        assert job.process is not None and job.pidfd is not None
+        code = job.process.poll()
+        if code is None:
+            return
+        self._unregister(job.pidfd)
+        os.close(job.pidfd)
+        job.pidfd = None
+        self._release(job)
+        if job.stop_reason is not None:
+            failure = Failure(kind=job.stop_reason, signal=-code if code < 0 else None, exit_code=code if code >= 0 else None,
+                              message=self._stop_message(job))
+            self._finish(job, self._result(job, ok=False, exit_code=code if code >= 0 else None, signal=-code if code < 0 else None, failure=failure))
+        elif code == 0:
+            self._finish(job, self._result(job, ok=True, exit_code=0))
+        elif code < 0:
+            name = signal.Signals(-code).name
+            self._finish(job, self._result(job, ok=False, signal=-code, failure=Failure(
+                kind="signal", signal=-code, message=f"{job.task.payload.argv[0]} was killed by {name}")))
+        else:
+            self._finish(job, self._result(job, ok=False, exit_code=code, failure=Failure(
+                kind="exit", exit_code=code, message=f"{job.task.payload.argv[0]} exited with code {code}")))
+
+    def _collect_worker(self, worker: _Worker) -> None:
+        while True:
+            try:
+                if not worker.conn.poll():
+                    return
+                reply = pyworker.CallReply(*worker.conn.recv())
+            except (EOFError, OSError):
+                self._worker_died(worker)
+                return
+            job = worker.job
+            assert job is not None and job.job_id == reply.job_id
+            worker.job, job.worker = None, None
+            self._release(job)
+            if job.gpu_ids:
+                self._retire(worker)
+            else:
+                self._idle_workers.append(worker)
+            if reply.ok:
+                self._finish(job, self._result(job, ok=True, value=json.loads(reply.value_json or "null"),
+                                               started=reply.started, ended=reply.ended))
+            else:
+                self._finish(job, self._result(job, ok=False, started=reply.started, ended=reply.ended, failure=Failure(
+                    kind="exception", exception_types=reply.exception_types, message=reply.message)))
+
+    def _worker_died(self, worker: _Worker) -> None:
+        """A worker's pipe closed: it was stopped by us (walltime, cancel) or it crashed."""
+        self._unregister(worker.conn)
+        worker.conn.close()
+        code = worker.process.wait()
+        self._workers.remove(worker)
+        if worker in self._idle_workers:
+            self._idle_workers.remove(worker)
+        job, worker.job = worker.job, None
+        if self._started:
+            self._spawn_worker()
+        if job is None:
+            return
+        self._release(job)
+        if job.stop_reason is not None:
+            failure = Failure(kind=job.stop_reason, signal=-code if code and code < 0 else None, message=self._stop_message(job))
+        elif code is not None and code < 0:
+            failure = Failure(kind="signal", signal=-code,
+                              message=f"the worker running {job.task.payload.function} was killed by {signal.Signals(-code).name}")
+        else:
+            failure = Failure(kind="exit", exit_code=code,
+                              message=f"the worker running {job.task.payload.function} exited with code {code} mid-call")
+        self._finish(job, self._result(job, ok=False, signal=failure.signal, exit_code=failure.exit_code, failure=failure))
+
+    def _retire(self, worker: _Worker) -> None:
+        """Replace a worker that ran a GPU task, so the next task gets a fresh CUDA_VISIBLE_DEVICES."""
+        self._unregister(worker.conn)
+        worker.conn.send(None)
+        worker.conn.close()
+        worker.process.wait()
+        self._workers.remove(worker)
+        self._spawn_worker()
+
+    def _stop_message(self, job: _Job) -> str:
+        if job.stop_reason == "walltime":
+            return f"killed at its walltime of {job.task.resources.walltime:g} s"
+        return "canceled while running"
+
+    # -- deadlines, stopping ------------------------------------------------------------------
+
+    def _enforce_deadlines(self, now: float) -> None:
+        for job in list(self._running):
+            if job.kill_at is not None and now >= job.kill_at:
+                self._signal(job, signal.SIGKILL)
+                job.kill_at = None
+            elif job.stop_reason is None and job.deadline is not None and now >= job.deadline:
+                self._stop(job, "walltime", now)
+
+    def _stop(self, job: _Job, reason: str, now: float) -> None:
+        job.stop_reason = reason
+        job.deadline = None
+        self._signal(job, signal.SIGTERM)
+        job.kill_at = now + self.config.kill_grace
+
+    def _signal(self, job: _Job, signum: signal.Signals) -> None:
+        try:
+            if job.process is not None:
+                os.killpg(job.process.pid, signum)
+            elif job.worker is not None:
+                os.kill(job.worker.process.pid, signum)
+        except ProcessLookupError:
+            pass
+
+    # -- bookkeeping --------------------------------------------------------------------------
+
+    def _release(self, job: _Job) -> None:
+        self._running.discard(job)
+        self._free_cores += job.task.resources.cores
+        self._free_gpus = sorted(self._free_gpus + job.gpu_ids)
+        job.gpu_ids = []
+
+    def _result(self, job: _Job, ok: bool, **fields: Any) -> TaskResult:
+        fields.setdefault("started", job.started)
+        fields.setdefault("ended", time.time())
+        return TaskResult(job_id=job.job_id, ok=ok, stdout=str(job.stdout), stderr=str(job.stderr), **fields)
+
+    def _finish(self, job: _Job, result: TaskResult) -> None:
+        del self._jobs[job.job_id]
+        self._events.append(BackendEvent(job_id=job.job_id, kind="finished", time=result.ended or time.time(), result=result))
+
+    def _spawn_worker(self) -> None:
+        """Start a worker as ``python -m mummi_like.backends.pyworker`` on one end of a socket pair.
+
+        A fresh interpreter rather than :mod:`multiprocessing`'s spawn, which would
+        re-import the caller's ``__main__`` (a user's script without a main guard).
+        """
+        ours, theirs = socket.socketpair()
+        argv = [sys.executable, "-m", "mummi_like.backends.pyworker", str(theirs.fileno()), str(os.getpid())]
+        process = subprocess.Popen(
+            argv + [str(path) for path in self.python_path],
+            pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL, env=self._base_env,
+        )
+        theirs.close()
+        worker = _Worker(process, Connection(ours.detach()))
+        self._workers.append(worker)
+        self._idle_workers.append(worker)
+        self._selector.register(worker.conn, selectors.EVENT_READ, worker)
+
+    def _unregister(self, source: Any) -> None:
+        try:
+            self._selector.unregister(source)
+        except (KeyError, ValueError):
+            pass
