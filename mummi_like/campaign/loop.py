@@ -1,0 +1,501 @@
+"""The campaign loop: one thread that owns the campaign.
+
+Each tick it reads backend events, applies retry rules, releases dependents,
+checks control requests (cancel) and budgets, asks the policy what to submit,
+submits in chunks, and commits everything the tick changed to the store in one
+transaction. Because the store is written before anything that depends on it is
+acted upon, a coordinator killed at any instant loses nothing it had recorded:
+
+* a task recorded ``done``, ``failed`` or ``canceled`` is never run again;
+* a task recorded ``queued`` or ``running`` is offered back to the backend
+  (:meth:`~mummi_like.backends.base.Backend.reattach`) and requeued if the
+  backend no longer holds it. This requeue does not count as a failure;
+* a task whose completion had not been committed yet is one of those: it runs
+  again, and its result is recorded once.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import signal
+import time
+from collections import Counter, defaultdict, deque
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from mummi_like.backends.base import Backend, BackendEvent, UnsatisfiableRequest
+from mummi_like.campaign.policy import Policy
+from mummi_like.campaign.reporting import Reporter
+from mummi_like.scale import Scale, ScaleContext
+from mummi_like.spec import ResolvedCampaign, load_spec_text
+from mummi_like.store import Store
+from mummi_like.tasks import Failure, TaskResult, TaskSpec, TaskState
+
+LOCK_FILE = "coordinator.lock"
+CANCEL_FILE = "control/cancel.json"
+SPEC_META = "spec"
+
+
+class CampaignError(RuntimeError):
+    """A campaign cannot start or continue; the message says what to do."""
+
+
+@dataclass
+class Summary:
+    """What a run of the loop achieved."""
+
+    directory: Path
+    counts: dict[str, dict[str, int]]
+    elapsed: float
+    stopped_because: str | None = None
+    failures: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def complete(self) -> bool:
+        """Every task is final and none failed."""
+        return self.stopped_because is None and not self.failures
+
+
+@dataclass(eq=False)
+class _Entry:
+    """The loop's view of one task; the store holds the same facts durably."""
+
+    spec: TaskSpec
+    state: TaskState
+    attempt: int = 0
+    failures: int = 0
+    job_id: str | None = None
+    unmet: int = 0
+
+
+@contextmanager
+def coordinator_lock(directory: Path) -> Iterator[None]:
+    """Hold the campaign's coordinator lock; refuse if another coordinator holds it.
+
+    The lock is an ``flock`` on a file, released by the kernel when the holder
+    dies, so a ``kill -9`` never leaves a stale lock behind.
+    """
+    path = directory / LOCK_FILE
+    handle = open(path, "a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip() or "unknown"
+        handle.close()
+        raise CampaignError(
+            f"another coordinator (pid {holder}) is running the campaign in {directory}; "
+            f"follow it with `mummi-like status {directory}` or stop it with `mummi-like cancel {directory}`"
+        ) from None
+    try:
+        handle.truncate(0)
+        handle.write(str(os.getpid()))
+        handle.flush()
+        yield
+    finally:
+        handle.close()
+
+
+def coordinator_running(directory: Path) -> bool:
+    """Whether some coordinator holds the campaign's lock now."""
+    path = directory / LOCK_FILE
+    if not path.exists():
+        return False
+    with open(path) as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        return False
+
+
+def request_cancel(directory: Path, tasks: list[str] | None = None, scales: list[str] | None = None) -> Path:
+    """Ask the running coordinator to cancel tasks (all when both filters are empty)."""
+    path = directory / CANCEL_FILE
+    path.parent.mkdir(exist_ok=True)
+    staging = path.with_suffix(".tmp")
+    staging.write_text(json.dumps({"tasks": tasks or None, "scales": scales or None}))
+    staging.replace(path)
+    return path
+
+
+class Campaign:
+    """Runs a campaign to completion, persisting every state change.
+
+    Use :meth:`create` for a new campaign directory and :meth:`resume` for one
+    a previous coordinator left, then :meth:`run`.
+    """
+
+    #: Tasks submitted per tick at most, so a huge ready set cannot stall event handling.
+    submit_chunk = 1000
+    #: Jobs a backend may hold (queued or running) before the loop stops submitting more.
+    max_backend_jobs = 20_000
+    #: Seconds between checks for control requests when the loop is busy.
+    control_interval = 0.5
+
+    def __init__(self, resolved: ResolvedCampaign, store: Store, reporter: Reporter) -> None:
+        self.resolved = resolved
+        self.directory = resolved.directory
+        self.store = store
+        self.reporter = reporter
+        self.backend: Backend = resolved.backend(
+            resolved.backend_config, self.directory, python_path=resolved.spec.python_path
+        )
+        self.scales: dict[str, Scale] = {}
+        limits = {scale.spec.name: scale.spec.max_in_flight for scale in resolved.scales}
+        policy_config = resolved.policy_config or resolved.policy.config_model()
+        self.policy: Policy = resolved.policy(policy_config, limits)
+        self.entries: dict[str, _Entry] = {}
+        self.dependents: dict[str, list[str]] = defaultdict(list)
+        self.ready: dict[str, deque[TaskSpec]] = {scale.spec.name: deque() for scale in resolved.scales}
+        self.in_flight: dict[str, int] = defaultdict(int)
+        self.jobs: dict[str, _Entry] = {}
+        self.failed: list[tuple[str, str]] = []
+        self.counts: dict[str, Counter[str]] = {scale.spec.name: Counter() for scale in resolved.scales}
+        self._stop_reason: str | None = None
+        self._dropped_followups = 0
+
+    # -- construction ---------------------------------------------------------------------------
+
+    @classmethod
+    def create(cls, resolved: ResolvedCampaign, spec_text: str, reporter: Reporter) -> Campaign:
+        """Start a new campaign directory from a validated spec."""
+        directory = resolved.directory
+        if (directory / Store.FILENAME).exists():
+            raise CampaignError(
+                f"{directory} already holds a campaign; continue it with `mummi-like resume {directory}` "
+                "or choose another directory with --dir"
+            )
+        directory.mkdir(parents=True, exist_ok=True)
+        store = Store.open(directory)
+        store.set_meta(SPEC_META, {"text": spec_text, "source": str(resolved.source)})
+        campaign = cls(resolved, store, reporter)
+        campaign._instantiate_scales(create_tasks=True)
+        return campaign
+
+    @classmethod
+    def resume(cls, directory: Path, reporter: Reporter) -> Campaign:
+        """Continue the campaign a previous coordinator left in ``directory``."""
+        store = Store.open(directory, readonly=True)
+        saved = store.get_meta(SPEC_META)
+        store.close()
+        if saved is None:
+            raise CampaignError(f"{directory} holds no campaign spec; it was not made by `mummi-like run`")
+        resolved = load_spec_text(saved["text"], Path(saved["source"]), directory=directory)
+        campaign = cls(resolved, Store.open(directory), reporter)
+        campaign._instantiate_scales(create_tasks=False)
+        return campaign
+
+    def _instantiate_scales(self, create_tasks: bool) -> None:
+        """Build the scale plugins in dependency order; on a new campaign, record their tasks."""
+        produced: dict[str, list[TaskSpec]] = {}
+        pending = list(self.resolved.scales)
+        now = time.time()
+        while pending:
+            resolved = next(s for s in pending if all(dep in produced for dep in s.spec.depends_on))
+            pending.remove(resolved)
+            name = resolved.spec.name
+            context = ScaleContext(
+                name=name, campaign_dir=self.directory, spec_dir=self.resolved.spec_dir,
+                upstream={dep: produced[dep] for dep in resolved.spec.depends_on},
+            )
+            scale = resolved.plugin(resolved.config, context)
+            self.scales[name] = scale
+            produced[name] = scale.tasks() if create_tasks else []
+        if create_tasks:
+            tasks = [task for name in produced for task in self._labelled(name, produced[name])]
+            budget = self.resolved.spec.budgets.max_tasks
+            if budget is not None and len(tasks) > budget:
+                raise CampaignError(
+                    f"the scales create {len(tasks)} tasks but budgets.max_tasks is {budget}; "
+                    "raise the budget or shrink the parameter sets"
+                )
+            self._check_dependencies(tasks, known=set())
+            self.store.add_tasks(tasks, now)
+            self.store.log_event("campaign-created", now, tasks=len(tasks))
+            self.store.flush()
+
+    @staticmethod
+    def _labelled(scale: str, tasks: list[TaskSpec]) -> list[TaskSpec]:
+        """Make sure every task carries its scale's name, which status and policies group by."""
+        return [
+            task if task.labels.get("scale") == scale
+            else task.model_copy(update={"labels": {**task.labels, "scale": scale}})
+            for task in tasks
+        ]
+
+    @staticmethod
+    def _check_dependencies(tasks: list[TaskSpec], known: set[str]) -> None:
+        ids = {task.id for task in tasks} | known
+        if len(ids) < len(tasks) + len(known):
+            seen: set[str] = set()
+            duplicate = next(task.id for task in tasks if task.id in seen or seen.add(task.id) or task.id in known)
+            raise CampaignError(f"two tasks share the id {duplicate!r}; task ids must be unique in a campaign")
+        for task in tasks:
+            missing = [dep for dep in task.depends_on if dep not in ids]
+            if missing:
+                raise CampaignError(f"task {task.id!r} depends on unknown task(s) {', '.join(missing)}")
+
+    # -- the loop --------------------------------------------------------------------------------
+
+    def run(self) -> Summary:
+        """Run until every task is final, a budget stops the campaign, or a signal asks it to stop."""
+        started = time.time()
+        with coordinator_lock(self.directory), self._stop_on_signals(), self.backend:
+            self._load()
+            self.store.log_event("coordinator-started", time.time(), pid=os.getpid())
+            self.store.flush()
+            self.reporter.update(self.counts, force=True)
+            next_control = 0.0
+            while not self._finished():
+                events = self.backend.wait(0.0 if self._can_submit() else 0.2)
+                for event in events:
+                    self._on_event(event)
+                now = time.monotonic()
+                if now >= next_control:
+                    self._check_control(started)
+                    next_control = now + self.control_interval
+                if self._stop_reason is None:
+                    self._submit()
+                self.store.flush()
+                self.reporter.update(self.counts)
+                if self._stop_reason is not None:
+                    self._interrupt()
+                    break
+            if self._dropped_followups:
+                self.store.log_event("budget-exhausted", time.time(), dropped_followups=self._dropped_followups)
+            self.store.log_event("coordinator-stopped", time.time(), reason=self._stop_reason)
+            self.store.flush()
+        summary = Summary(self.directory, self.store.counts(), time.time() - started, self._stop_reason, self.failed)
+        self.reporter.update(self.counts, force=True)
+        self.reporter.finish(summary)
+        self.store.close()
+        return summary
+
+    @contextmanager
+    def _stop_on_signals(self) -> Iterator[None]:
+        """Turn SIGINT and SIGTERM (a batch system's walltime warning) into a clean, resumable stop."""
+
+        def stop(signum: int, _frame: FrameType | None) -> None:
+            self._stop_reason = f"received {signal.Signals(signum).name}"
+
+        previous = {signum: signal.signal(signum, stop) for signum in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+
+    def _load(self) -> None:
+        """Rebuild the loop's state from the store, taking back or requeueing what was in flight."""
+        now = time.time()
+        records = self.store.tasks()
+        for record in records:
+            self.entries[record.id] = _Entry(record.spec, record.state, record.attempt, record.failures, record.job_id)
+            self.counts[record.spec.scale][record.state.value] += 1
+        in_flight = {entry.job_id: entry for entry in self.entries.values() if entry.state.is_active and entry.job_id}
+        held = self.backend.reattach({job_id: entry.spec for job_id, entry in in_flight.items()}) if in_flight else set()
+        for job_id, entry in in_flight.items():
+            if job_id in held:
+                self.jobs[job_id] = entry
+                self.in_flight[entry.spec.scale] += 1
+            else:
+                self._set(entry, TaskState.RETRYING, now, info={"reason": f"requeued: the backend no longer holds job {job_id}"})
+        for entry in self.entries.values():
+            if entry.state.is_active and entry.job_id is None:
+                self._set(entry, TaskState.RETRYING, now, info={"reason": "requeued: never reached the backend"})
+        for entry in self.entries.values():
+            if entry.state in (TaskState.CREATED, TaskState.RETRYING):
+                self._wire(entry, now)
+            elif entry.state is TaskState.FAILED:
+                self.failed.append((entry.spec.id, self.store.get(entry.spec.id).reason or "failed"))
+
+    def _wire(self, entry: _Entry, now: float) -> None:
+        """Count the unmet dependencies of a waiting task; queue it when there are none."""
+        for dep in entry.spec.depends_on:
+            state = self.entries[dep].state
+            if state is TaskState.DONE:
+                continue
+            if state.is_final:
+                self._fail_dependent(entry, dep, now)
+                return
+            entry.unmet += 1
+            self.dependents[dep].append(entry.spec.id)
+        if entry.unmet == 0:
+            self.ready[entry.spec.scale].append(entry.spec)
+
+    def _finished(self) -> bool:
+        return not self.jobs and not any(self.ready.values())
+
+    def _can_submit(self) -> bool:
+        return any(self.ready.values()) and self.backend.active_jobs() < self.max_backend_jobs
+
+    def _submit(self) -> None:
+        room = min(self.submit_chunk, self.max_backend_jobs - self.backend.active_jobs())
+        if room <= 0:
+            return
+        now = time.time()
+        for spec in self.policy.admit(self.ready, self.in_flight, room):
+            entry = self.entries[spec.id]
+            attempt = entry.attempt + 1
+            try:
+                job_id = self.backend.submit(spec, attempt)
+            except UnsatisfiableRequest as error:
+                self._final_failure(entry, now, str(error), attempt=attempt)
+                continue
+            entry.attempt, entry.job_id = attempt, job_id
+            self.jobs[job_id] = entry
+            self.in_flight[spec.scale] += 1
+            self._set(entry, TaskState.QUEUED, now, attempt=attempt, job_id=job_id)
+
+    def _on_event(self, event: BackendEvent) -> None:
+        entry = self.jobs.get(event.job_id)
+        if entry is None:
+            return
+        if event.kind == "started":
+            self._set(entry, TaskState.RUNNING, event.time)
+            return
+        result = event.result
+        assert result is not None
+        del self.jobs[event.job_id]
+        self.in_flight[entry.spec.scale] -= 1
+        if result.ok:
+            self._set(entry, TaskState.DONE, event.time, result=result)
+            self._release_dependents(entry, event.time)
+            self._follow_up(entry, result, event.time)
+            return
+        failure = result.failure or Failure(kind="exit", exit_code=result.exit_code)
+        if failure.kind == "canceled":
+            self._set(entry, TaskState.CANCELED, event.time, result=result)
+            self._cancel_dependents(entry, event.time)
+            return
+        entry.failures += 1
+        if entry.spec.retry.accepts(failure, entry.failures):
+            self._set(entry, TaskState.RETRYING, event.time, result=result, failures=entry.failures,
+                      info={"failure": failure.kind, "message": failure.message})
+            self.ready[entry.spec.scale].append(entry.spec)
+            return
+        self._final_failure(entry, event.time, failure.message, result=result)
+
+    def _follow_up(self, entry: _Entry, result: TaskResult, now: float) -> None:
+        """Record the tasks a scale creates from a result, within the max_tasks budget."""
+        new = self._labelled(entry.spec.scale, self.scales[entry.spec.scale].on_result(entry.spec, result))
+        if not new:
+            return
+        budget = self.resolved.spec.budgets.max_tasks
+        if budget is not None:
+            room = max(0, budget - len(self.entries))
+            self._dropped_followups += len(new) - min(len(new), room)
+            new = new[:room]
+        self._check_dependencies(new, known=set(self.entries))
+        self.store.add_tasks(new, now)
+        for spec in new:
+            self.entries[spec.id] = _Entry(spec, TaskState.CREATED)
+            self.counts[spec.scale][TaskState.CREATED.value] += 1
+        for spec in new:
+            self._wire(self.entries[spec.id], now)
+        self.reporter.update(self.counts, force=True)
+
+    def _release_dependents(self, entry: _Entry, now: float) -> None:
+        for dependent_id in self.dependents.pop(entry.spec.id, []):
+            dependent = self.entries[dependent_id]
+            dependent.unmet -= 1
+            if dependent.unmet == 0 and not dependent.state.is_final:
+                self.ready[dependent.spec.scale].append(dependent.spec)
+
+    def _final_failure(self, entry: _Entry, now: float, reason: str, **fields: Any) -> None:
+        self._set(entry, TaskState.FAILED, now, reason=reason, failures=entry.failures or 1, **fields)
+        self.failed.append((entry.spec.id, reason))
+        self._cancel_dependents(entry, now)
+        budget = self.resolved.spec.budgets.max_failures
+        if budget is not None and len(self.failed) > budget:
+            self._stop_reason = f"{len(self.failed)} failed tasks exceed budgets.max_failures ({budget})"
+
+    def _cancel_dependents(self, entry: _Entry, now: float) -> None:
+        for dependent_id in self.dependents.pop(entry.spec.id, []):
+            dependent = self.entries[dependent_id]
+            if not dependent.state.is_final:
+                self._fail_dependent(dependent, entry.spec.id, now)
+
+    def _fail_dependent(self, entry: _Entry, dependency: str, now: float) -> None:
+        reason = f"dependency {dependency} ended {self.entries[dependency].state.value}; this task cannot run"
+        self._final_failure(entry, now, reason)
+
+    def _set(self, entry: _Entry, state: TaskState, now: float, **fields: Any) -> None:
+        states = self.counts[entry.spec.scale]
+        states[entry.state.value] -= 1
+        states[state.value] += 1
+        entry.state = state
+        self.store.transition(entry.spec.id, state, now, **fields)
+
+    # -- control, budgets, stopping ---------------------------------------------------------------
+
+    def _check_control(self, started: float) -> None:
+        max_hours = self.resolved.spec.budgets.max_hours
+        if max_hours is not None and time.time() - started > max_hours * 3600:
+            self._stop_reason = f"budgets.max_hours ({max_hours:g} h) reached"
+        request_path = self.directory / CANCEL_FILE
+        if not request_path.exists():
+            return
+        request = json.loads(request_path.read_text())
+        request_path.unlink()
+        self.cancel(request.get("tasks"), request.get("scales"))
+
+    def cancel(self, tasks: list[str] | None = None, scales: list[str] | None = None) -> int:
+        """Cancel matching tasks that are not final (all when no filter); returns how many."""
+        now = time.time()
+        wanted_tasks, wanted_scales = set(tasks or ()), set(scales or ())
+
+        def matches(spec: TaskSpec) -> bool:
+            if not wanted_tasks and not wanted_scales:
+                return True
+            return spec.id in wanted_tasks or spec.scale in wanted_scales
+
+        count = 0
+        for job_id, entry in list(self.jobs.items()):
+            if matches(entry.spec):
+                self.backend.cancel(job_id)
+                count += 1
+        for scale, queue in self.ready.items():
+            keep: deque[TaskSpec] = deque()
+            for spec in queue:
+                if matches(spec):
+                    self._set(self.entries[spec.id], TaskState.CANCELED, now, reason="canceled by request")
+                    count += 1
+                else:
+                    keep.append(spec)
+            self.ready[scale] = keep
+        for entry in self.entries.values():
+            if entry.state is TaskState.CREATED and entry.unmet and matches(entry.spec):
+                self._set(entry, TaskState.CANCELED, now, reason="canceled by request")
+                count += 1
+        self.store.log_event("cancel-requested", now, tasks=sorted(wanted_tasks), scales=sorted(wanted_scales), count=count)
+        return count
+
+    def cancel_offline(self, tasks: list[str] | None = None, scales: list[str] | None = None) -> int:
+        """Cancel tasks of a campaign no coordinator is running, stopping what its backend still holds."""
+        with coordinator_lock(self.directory), self.backend:
+            self._load()
+            count = self.cancel(tasks, scales)
+            while self.jobs:
+                for event in self.backend.wait(0.5):
+                    self._on_event(event)
+            self.store.flush()
+        self.store.close()
+        return count
+
+    def _interrupt(self) -> None:
+        """Stop cleanly: in-flight tasks go back to waiting so that `resume` runs them again."""
+        now = time.time()
+        for job_id, entry in list(self.jobs.items()):
+            self.backend.cancel(job_id)
+            self._set(entry, TaskState.RETRYING, now, info={"reason": f"interrupted: {self._stop_reason}"})
+        self.jobs.clear()
+        self.store.flush()
+

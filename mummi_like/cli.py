@@ -1,0 +1,209 @@
+"""The ``mummi-like`` command.
+
+Exit codes: 0 the campaign finished with every task done (or the command did
+what it was asked), 1 some tasks failed, 2 bad input (a spec error, a missing
+campaign), 3 the campaign stopped early (a signal or a budget) and can be
+resumed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from mummi_like import plugins
+from mummi_like.campaign.loop import (
+    Campaign,
+    CampaignError,
+    Summary,
+    coordinator_running,
+    request_cancel,
+)
+from mummi_like.campaign.reporting import JsonReporter, Reporter, RichReporter
+from mummi_like.spec import SpecError, load_spec
+from mummi_like.store import Store, StoreError
+from mummi_like.tasks import TaskState
+
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_STOPPED = 0, 1, 2, 3
+STDERR_LINES = 5
+
+
+def _reporter(args: argparse.Namespace) -> Reporter:
+    if args.log_format == "json":
+        return JsonReporter()
+    if args.quiet:
+        return Reporter()
+    return RichReporter()
+
+
+def _exit_code(summary: Summary) -> int:
+    if summary.stopped_because:
+        return EXIT_STOPPED
+    return EXIT_FAILED if summary.failures else EXIT_OK
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """Validate a spec, create its campaign directory and run the campaign."""
+    resolved = load_spec(args.spec, directory=args.dir)
+    campaign = Campaign.create(resolved, Path(args.spec).read_text(encoding="utf-8"), _reporter(args))
+    return _exit_code(campaign.run())
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    """Continue a campaign whose coordinator stopped or died."""
+    return _exit_code(Campaign.resume(Path(args.directory).resolve(), _reporter(args)).run())
+
+
+def _tail(path: str | None, lines: int) -> list[str]:
+    if not path or not os.path.exists(path):
+        return []
+    with open(path, "rb") as handle:
+        handle.seek(max(0, os.path.getsize(path) - 8192))
+        return handle.read().decode(errors="replace").splitlines()[-lines:]
+
+
+def status_report(directory: Path) -> dict[str, object]:
+    """Counts per scale and state, running tasks and failures, read without disturbing a live coordinator."""
+    with Store.open(directory, readonly=True) as store:
+        running = store.tasks(states=[TaskState.RUNNING])
+        failed = store.tasks(states=[TaskState.FAILED])
+        return {
+            "directory": str(directory),
+            "coordinator_running": coordinator_running(directory),
+            "counts": store.counts(),
+            "running": [
+                {"task": r.id, "scale": r.spec.scale, "job_id": r.job_id, "attempt": r.attempt, "started": r.started}
+                for r in running
+            ],
+            "failures": [
+                {"task": r.id, "scale": r.spec.scale, "attempts": r.attempt, "reason": r.reason,
+                 "stderr": r.stderr, "stderr_tail": _tail(r.stderr, STDERR_LINES)}
+                for r in failed
+            ],
+        }
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    """Show where a campaign stands."""
+    report = status_report(Path(args.directory).resolve())
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return EXIT_OK
+    console = Console()
+    counts: dict[str, dict[str, int]] = report["counts"]  # type: ignore[assignment]
+    states = [state.value for state in TaskState if any(state.value in c for c in counts.values())]
+    state = "running" if report["coordinator_running"] else "not running"
+    console.print(f"campaign {report['directory']} (coordinator {state})", highlight=False)
+    table = Table()
+    table.add_column("scale")
+    for state in states:
+        table.add_column(state, justify="right")
+    for scale, by_state in sorted(counts.items()):
+        table.add_row(scale, *(str(by_state.get(state, 0)) for state in states))
+    console.print(table)
+    for task in report["running"]:  # type: ignore[attr-defined]
+        console.print(f"running {task['task']} (job {task['job_id']}, attempt {task['attempt']})")
+    for failure in report["failures"]:  # type: ignore[attr-defined]
+        console.print(f"[red]failed[/red] {failure['task']} after {failure['attempts']} attempt(s): {failure['reason']}")
+        for line in failure["stderr_tail"]:
+            console.print(f"    {line}", markup=False, highlight=False)
+    return EXIT_OK
+
+
+def cmd_cancel(args: argparse.Namespace) -> int:
+    """Cancel a campaign's tasks: through its coordinator when one runs, else directly in the store."""
+    directory = Path(args.directory).resolve()
+    if coordinator_running(directory):
+        path = request_cancel(directory, args.task, args.scale)
+        print(f"asked the running coordinator to cancel ({path}); follow with `mummi-like status {directory}`")
+        return EXIT_OK
+    campaign = Campaign.resume(directory, Reporter())
+    count = campaign.cancel_offline(args.task, args.scale)
+    print(f"canceled {count} task(s) in {directory}")
+    return EXIT_OK
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    """Check a spec and its plugins' configs without running anything."""
+    resolved = load_spec(args.spec)
+    print(f"{args.spec}: valid campaign {resolved.spec.name!r} with scales "
+          f"{', '.join(s.spec.name for s in resolved.scales)} on backend {resolved.spec.backend.plugin!r}; "
+          f"it would write to {resolved.directory}")
+    return EXIT_OK
+
+
+def cmd_plugins(args: argparse.Namespace) -> int:
+    """List the installed scales, selectors, backends and pipelines."""
+    console = Console()
+    for kind in plugins.GROUPS:
+        infos = plugins.describe(kind)
+        console.print(f"[bold]{kind}s[/bold] ({plugins.GROUPS[kind]})")
+        if not infos:
+            console.print("  (none installed)")
+        for info in infos:
+            console.print(f"  {info.name:<12} {info.summary}", highlight=False)
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command-line grammar."""
+    parser = argparse.ArgumentParser(prog="mummi-like", description="Run ML-coupled multiscale simulation campaigns.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    def output_options(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument("--quiet", action="store_true", help="no live display (for batch jobs)")
+        sub.add_argument("--log-format", choices=["rich", "json"], default="rich",
+                         help="'json' prints one JSON object per line (progress, then a summary)")
+
+    run = commands.add_parser("run", help="start a campaign from a spec")
+    run.add_argument("spec", type=Path)
+    run.add_argument("--dir", type=Path, help="campaign directory (overrides the spec's `directory`)")
+    output_options(run)
+    run.set_defaults(handler=cmd_run)
+
+    resume = commands.add_parser("resume", help="continue a campaign after its coordinator stopped or died")
+    resume.add_argument("directory", type=Path)
+    output_options(resume)
+    resume.set_defaults(handler=cmd_resume)
+
+    status = commands.add_parser("status", help="counts per scale and state, running tasks, failures")
+    status.add_argument("directory", type=Path)
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+    status.set_defaults(handler=cmd_status)
+
+    cancel = commands.add_parser("cancel", help="cancel a campaign's tasks (all, or by --task/--scale)")
+    cancel.add_argument("directory", type=Path)
+    cancel.add_argument("--task", action="append", help="a task id (repeatable)")
+    cancel.add_argument("--scale", action="append", help="a scale name (repeatable)")
+    cancel.set_defaults(handler=cmd_cancel)
+
+    validate = commands.add_parser("validate", help="check a spec and report every error")
+    validate.add_argument("spec", type=Path)
+    validate.set_defaults(handler=cmd_validate)
+
+    plugin_list = commands.add_parser("plugins", help="list installed plugins")
+    plugin_list.set_defaults(handler=cmd_plugins)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the console script."""
+    args = build_parser().parse_args(argv)
+    try:
+        return args.handler(args)
+    except SpecError as error:
+        print(error, file=sys.stderr)
+    except (CampaignError, StoreError, plugins.UnknownPlugin) as error:
+        print(f"mummi-like {args.command}: {error}", file=sys.stderr)
+    return EXIT_BAD_INPUT
+
+
+if __name__ == "__main__":
+    sys.exit(main())
