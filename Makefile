@@ -1,0 +1,33 @@
+# README's two commands: `make run` (the main job) and `make test` (the test suite).
+# Both create .venv on first use: torch is pinned first so that no later
+# requirement can pull a multi-GB CUDA build, then the project is installed.
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
+RUN_DIR := runs/$(shell date +%Y%m%d-%H%M%S)
+
+.PHONY: venv run test bench clean-venv
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check torch==2.13.0
+	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[test]'
+	rm -f $(VENV)/.installed-*
+	touch $@
+
+run: venv
+	$(BIN)/mummi-like run examples/sweep/campaign.yaml --dir $(RUN_DIR)/sweep
+	$(BIN)/mummi-like run examples/dag/campaign.yaml --dir $(RUN_DIR)/dag
+
+test: venv
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q
+
+bench: venv
+	OMP_NUM_THREADS=1 $(BIN)/python bench/overhead.py
+
+clean-venv:
+	rm -rf $(VENV)
