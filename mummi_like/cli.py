@@ -1,7 +1,7 @@
 """The ``mummi-like`` command.
 
 Exit codes: 0 the campaign finished with every task done (or the command did
-what it was asked), 1 some tasks failed, 2 bad input (a spec error, a missing
+what it was asked), 1 some tasks failed or were canceled, 2 bad input (a spec error, a missing
 campaign), 3 the campaign stopped early (a signal or a budget) and can be
 resumed.
 """
@@ -26,7 +26,7 @@ from mummi_like.campaign.loop import (
     coordinator_running,
     request_cancel,
 )
-from mummi_like.campaign.reporting import JsonReporter, Reporter, RichReporter
+from mummi_like.campaign.reporting import JsonReporter, Reporter, RichReporter, SummaryReporter
 from mummi_like.spec import SpecError, load_spec
 from mummi_like.store import Store, StoreError
 from mummi_like.tasks import TaskState
@@ -39,14 +39,14 @@ def _reporter(args: argparse.Namespace) -> Reporter:
     if args.log_format == "json":
         return JsonReporter()
     if args.quiet:
-        return Reporter()
+        return SummaryReporter()
     return RichReporter()
 
 
 def _exit_code(summary: Summary) -> int:
     if summary.stopped_because:
         return EXIT_STOPPED
-    return EXIT_FAILED if summary.failures else EXIT_OK
+    return EXIT_OK if summary.complete else EXIT_FAILED
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -100,7 +100,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     counts: dict[str, dict[str, int]] = report["counts"]  # type: ignore[assignment]
     states = [state.value for state in TaskState if any(state.value in c for c in counts.values())]
     state = "running" if report["coordinator_running"] else "not running"
-    console.print(f"campaign {report['directory']} (coordinator {state})", highlight=False)
+    console.print(f"campaign {report['directory']} (coordinator {state})", highlight=False, soft_wrap=True)
     table = Table()
     table.add_column("scale")
     for state in states:
@@ -109,11 +109,12 @@ def cmd_status(args: argparse.Namespace) -> int:
         table.add_row(scale, *(str(by_state.get(state, 0)) for state in states))
     console.print(table)
     for task in report["running"]:  # type: ignore[attr-defined]
-        console.print(f"running {task['task']} (job {task['job_id']}, attempt {task['attempt']})")
+        console.print(f"running {task['task']} (job {task['job_id']}, attempt {task['attempt']})", soft_wrap=True)
     for failure in report["failures"]:  # type: ignore[attr-defined]
-        console.print(f"[red]failed[/red] {failure['task']} after {failure['attempts']} attempt(s): {failure['reason']}")
+        console.print(f"[red]failed[/red] {failure['task']} after {failure['attempts']} attempt(s): {failure['reason']}",
+                      soft_wrap=True)
         for line in failure["stderr_tail"]:
-            console.print(f"    {line}", markup=False, highlight=False)
+            console.print(f"    {line}", markup=False, highlight=False, soft_wrap=True)
     return EXIT_OK
 
 
@@ -158,7 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     def output_options(sub: argparse.ArgumentParser) -> None:
-        sub.add_argument("--quiet", action="store_true", help="no live display (for batch jobs)")
+        sub.add_argument("--quiet", action="store_true", help="no live display, only the summary (for batch jobs)")
         sub.add_argument("--log-format", choices=["rich", "json"], default="rich",
                          help="'json' prints one JSON object per line (progress, then a summary)")
 

@@ -2,9 +2,12 @@
 
 Each tick it reads backend events, applies retry rules, releases dependents,
 checks control requests (cancel) and budgets, asks the policy what to submit,
-submits in chunks, and commits everything the tick changed to the store in one
-transaction. Because the store is written before anything that depends on it is
-acted upon, a coordinator killed at any instant loses nothing it had recorded:
+and submits in chunks. Every change goes to the store's buffer in the order it
+happened, and the buffer is committed as one transaction at most
+``commit_interval`` seconds apart, so the store never holds an effect without
+its cause (a follow-up task without the result that created it, a dependent
+queued without its dependency done). A coordinator killed at any instant
+therefore leaves a consistent store:
 
 * a task recorded ``done``, ``failed`` or ``canceled`` is never run again;
 * a task recorded ``queued`` or ``running`` is offered back to the backend
@@ -58,8 +61,10 @@ class Summary:
 
     @property
     def complete(self) -> bool:
-        """Every task is final and none failed."""
-        return self.stopped_because is None and not self.failures
+        """Every task is done."""
+        return self.stopped_because is None and all(
+            set(states) <= {TaskState.DONE.value} for states in self.counts.values()
+        )
 
 
 @dataclass(eq=False)
@@ -138,6 +143,9 @@ class Campaign:
     max_backend_jobs = 20_000
     #: Seconds between checks for control requests when the loop is busy.
     control_interval = 0.5
+    #: Seconds between commits: one transaction holds every change of the ticks in between.
+    #: A crash loses at most this much recent progress, which resume then runs again.
+    commit_interval = 0.02
 
     def __init__(self, resolved: ResolvedCampaign, store: Store, reporter: Reporter) -> None:
         self.resolved = resolved
@@ -218,6 +226,9 @@ class Campaign:
                 )
             self._check_dependencies(tasks, known=set())
             self.store.add_tasks(tasks, now)
+            for task in tasks:
+                self.entries[task.id] = _Entry(task, TaskState.CREATED)
+                self.counts[task.scale][TaskState.CREATED.value] += 1
             self.store.log_event("campaign-created", now, tasks=len(tasks))
             self.store.flush()
 
@@ -252,7 +263,7 @@ class Campaign:
             self.store.log_event("coordinator-started", time.time(), pid=os.getpid())
             self.store.flush()
             self.reporter.update(self.counts, force=True)
-            next_control = 0.0
+            next_control = next_commit = 0.0
             while not self._finished():
                 events = self.backend.wait(0.0 if self._can_submit() else 0.2)
                 for event in events:
@@ -263,7 +274,9 @@ class Campaign:
                     next_control = now + self.control_interval
                 if self._stop_reason is None:
                     self._submit()
-                self.store.flush()
+                if now >= next_commit:
+                    self.store.flush()
+                    next_commit = now + self.commit_interval
                 self.reporter.update(self.counts)
                 if self._stop_reason is not None:
                     self._interrupt()
@@ -293,12 +306,15 @@ class Campaign:
                 signal.signal(signum, handler)
 
     def _load(self) -> None:
-        """Rebuild the loop's state from the store, taking back or requeueing what was in flight."""
+        """Rebuild the loop's state from the store, taking back or requeueing what was in flight.
+
+        A campaign made by :meth:`create` already holds the tasks it just recorded.
+        """
         now = time.time()
-        records = self.store.tasks()
-        for record in records:
-            self.entries[record.id] = _Entry(record.spec, record.state, record.attempt, record.failures, record.job_id)
-            self.counts[record.spec.scale][record.state.value] += 1
+        if not self.entries:
+            for record in self.store.tasks():
+                self.entries[record.id] = _Entry(record.spec, record.state, record.attempt, record.failures, record.job_id)
+                self.counts[record.spec.scale][record.state.value] += 1
         in_flight = {entry.job_id: entry for entry in self.entries.values() if entry.state.is_active and entry.job_id}
         held = self.backend.reattach({job_id: entry.spec for job_id, entry in in_flight.items()}) if in_flight else set()
         for job_id, entry in in_flight.items():

@@ -30,7 +30,7 @@ def finished(states: Mapping[str, int]) -> int:
 
 
 class Reporter:
-    """Shows nothing; the base of the others (batch jobs use ``--quiet``)."""
+    """Shows nothing; the base of the others, and what an embedding program uses."""
 
     interval = 0.0
 
@@ -51,14 +51,24 @@ class Reporter:
         """Report how the run ended."""
 
 
-class RichReporter(Reporter):
-    """A live progress bar per scale, then a summary table."""
-
-    interval = 0.1
+class SummaryReporter(Reporter):
+    """Only the summary table at the end (``--quiet``)."""
 
     def __init__(self, console: Console | None = None) -> None:
         super().__init__()
         self.console = console or Console(stderr=True)
+
+    def finish(self, summary: Summary) -> None:
+        print_summary(summary, self.console)
+
+
+class RichReporter(SummaryReporter):
+    """A live progress bar per scale, then the summary table."""
+
+    interval = 0.1
+
+    def __init__(self, console: Console | None = None) -> None:
+        super().__init__(console)
         self.progress = Progress(
             TextColumn("[bold]{task.description:<12}"),
             BarColumn(),
@@ -82,7 +92,7 @@ class RichReporter(Reporter):
     def finish(self, summary: Summary) -> None:
         if self._bars:
             self.progress.stop()
-        print_summary(summary, self.console)
+        super().finish(summary)
 
 
 class JsonReporter(Reporter):
@@ -111,7 +121,7 @@ class JsonReporter(Reporter):
 
 def print_summary(summary: Summary, console: Console) -> None:
     """The table a person reads when a run ends: tasks per scale and state, failures, how to go on."""
-    console.print(f"campaign {summary.directory}", highlight=False)
+    console.print(f"campaign {summary.directory}", highlight=False, soft_wrap=True)
     table = Table()
     states = sorted({state for scale in summary.counts.values() for state in scale})
     table.add_column("scale")
@@ -124,9 +134,10 @@ def print_summary(summary: Summary, console: Console) -> None:
     done = sum(counts.get("done", 0) for counts in summary.counts.values())
     console.print(f"{done}/{total} tasks done in {summary.elapsed:.1f} s")
     for task, reason in summary.failures[:10]:
-        console.print(f"[red]failed[/red] {task}: {reason}")
+        console.print(f"[red]failed[/red] {task}: {reason}", soft_wrap=True)
     if len(summary.failures) > 10:
-        console.print(f"... and {len(summary.failures) - 10} more failures (`mummi-like status {summary.directory}`)")
+        console.print(f"... and {len(summary.failures) - 10} more failures (`mummi-like status {summary.directory}`)",
+                      soft_wrap=True)
     if summary.stopped_because:
         console.print(f"[yellow]stopped:[/yellow] {summary.stopped_because}; "
-                      f"continue with `mummi-like resume {summary.directory}`")
+                      f"continue with `mummi-like resume {summary.directory}`", soft_wrap=True)

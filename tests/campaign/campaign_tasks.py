@@ -1,0 +1,24 @@
+"""Python-callable task bodies used by the campaign tests (imported by the workers via python_path)."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+
+def flaky(counter: str, failures: int, error: str = "OSError", **_parameters: object) -> int:
+    """Raise ``error`` the first ``failures`` times it is called for ``counter``, then return the call count."""
+    path = Path(counter)
+    calls = int(path.read_text()) + 1 if path.exists() else 1
+    path.write_text(str(calls))
+    if calls <= failures:
+        raise {"OSError": OSError, "ValueError": ValueError}[error](f"planned failure {calls} of {failures}")
+    return calls
+
+
+def interval(ms: float, **parameters: object) -> dict[str, float]:
+    """Sleep and report when this call ran, for overlap checks."""
+    start = time.time()
+    time.sleep(ms / 1000)
+    return {"start": start, "end": time.time(), "pid": os.getpid()}

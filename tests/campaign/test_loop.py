@@ -1,0 +1,217 @@
+"""The campaign loop, run in-process on the real local backend with tiny tasks."""
+
+from __future__ import annotations
+
+import shutil
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from mummi_like.campaign.loop import Campaign, CampaignError, Summary, coordinator_lock
+from mummi_like.campaign.reporting import Reporter
+from mummi_like.spec import load_spec_text
+from mummi_like.store import Store
+from mummi_like.tasks import TaskState
+
+HERE = Path(__file__).parent
+
+
+def write_spec(folder: Path, body: str) -> Path:
+    """A spec beside a copy of campaign_tasks.py, so that python_path stays inside the spec's folder."""
+    folder.mkdir(parents=True, exist_ok=True)
+    shutil.copy(HERE / "campaign_tasks.py", folder / "campaign_tasks.py")
+    spec = folder / "campaign.yaml"
+    spec.write_text(textwrap.dedent(body))
+    return spec
+
+
+def run(spec: Path, directory: Path) -> Summary:
+    text = spec.read_text()
+    return Campaign.create(load_spec_text(text, spec, directory=directory), text, Reporter()).run()
+
+
+def history_states(directory: Path, task_id: str) -> list[str]:
+    with Store.open(directory, readonly=True) as store:
+        return [state.value for state, *_ in store.history(task_id)]
+
+
+def test_dependent_scales_run_in_order_and_every_transition_is_recorded(tmp_path: Path) -> None:
+    spec = write_spec(tmp_path / "spec", """
+        name: order
+        backend: {config: {cores: 2}}
+        scales:
+          - name: first
+            plugin: command
+            config:
+              argv: ["sh", "-c", "sleep 0.1; echo {x} > {campaign_dir}/{x}.txt"]
+              parameters: {x: [a, b]}
+          - name: second
+            plugin: command
+            depends_on: [first]
+            config:
+              argv: ["cat", "{campaign_dir}/{x}.txt"]
+              parameters: {x: [a, b]}
+        """)
+    directory = tmp_path / "run"
+    summary = run(spec, directory)
+    assert summary.complete
+    assert summary.counts == {"first": {"done": 2}, "second": {"done": 2}}
+    with Store.open(directory, readonly=True) as store:
+        records = {record.id: record for record in store.tasks()}
+        for record in records.values():
+            assert [s.value for s, *_ in store.history(record.id)] == ["created", "queued", "running", "done"]
+        seconds = [r for r in records.values() if r.spec.scale == "second"]
+        firsts = {r.spec.labels["param.x"]: r for r in records.values() if r.spec.scale == "first"}
+        for record in seconds:
+            upstream = firsts[record.spec.labels["param.x"]]
+            assert record.spec.depends_on == [upstream.id]
+            assert record.started >= upstream.ended
+            assert Path(record.stdout).read_text().strip() == record.spec.labels["param.x"]
+
+
+FLAKY = """
+    name: flaky
+    python_path: ["."]
+    backend: {{config: {{cores: 2}}}}
+    scales:
+      - name: work
+        plugin: function
+        config:
+          function: "campaign_tasks:flaky"
+          kwargs: {{counter: "{counter}", failures: {failures}, error: {error}}}
+          retry: {{max_retries: {retries}, exceptions: [OSError]}}
+      - name: after
+        plugin: command
+        depends_on: [work]
+        config: {{argv: ["true"]}}
+    """
+
+
+def test_retryable_exception_is_retried_until_it_succeeds(tmp_path: Path) -> None:
+    counter = tmp_path / "calls"
+    spec = write_spec(tmp_path / "spec", FLAKY.format(counter=counter, failures=2, error="OSError", retries=2))
+    summary = run(spec, tmp_path / "run")
+    assert summary.complete
+    assert counter.read_text() == "3"
+    with Store.open(tmp_path / "run", readonly=True) as store:
+        record = store.get("work.0")
+        assert (record.state, record.attempt, record.failures, record.value) == (TaskState.DONE, 3, 2, 3)
+    assert history_states(tmp_path / "run", "work.0") == [
+        "created", "queued", "running", "retrying", "queued", "running", "retrying", "queued", "running", "done"]
+
+
+def test_exception_outside_the_retry_list_fails_at_once_and_fails_its_dependents(tmp_path: Path) -> None:
+    counter = tmp_path / "calls"
+    spec = write_spec(tmp_path / "spec", FLAKY.format(counter=counter, failures=5, error="ValueError", retries=3))
+    summary = run(spec, tmp_path / "run")
+    assert not summary.complete
+    assert counter.read_text() == "1"
+    reasons = dict(summary.failures)
+    assert "ValueError: planned failure 1 of 5" in reasons["work.0"]
+    assert reasons["after.0"] == "dependency work.0 ended failed; this task cannot run"
+    assert history_states(tmp_path / "run", "after.0") == ["created", "failed"]
+
+
+def test_retries_run_out(tmp_path: Path) -> None:
+    counter = tmp_path / "calls"
+    spec = write_spec(tmp_path / "spec", FLAKY.format(counter=counter, failures=5, error="OSError", retries=1))
+    summary = run(spec, tmp_path / "run")
+    assert counter.read_text() == "2"
+    with Store.open(tmp_path / "run", readonly=True) as store:
+        record = store.get("work.0")
+        assert (record.state, record.attempt, record.failures) == (TaskState.FAILED, 2, 2)
+    assert "work.0" in dict(summary.failures)
+
+
+def test_request_the_node_cannot_hold_fails_at_submit_and_never_runs(tmp_path: Path) -> None:
+    spec = write_spec(tmp_path / "spec", """
+        name: huge
+        backend: {config: {cores: 2}}
+        scales:
+          - name: big
+            plugin: command
+            config: {argv: ["true"], resources: {cores: 64}}
+          - name: small
+            plugin: command
+            config: {argv: ["true"]}
+        """)
+    summary = run(spec, tmp_path / "run")
+    reasons = dict(summary.failures)
+    assert "asks for 64 cores (at most 2 on 1 node(s))" in reasons["big.0"]
+    assert "Lower the task's resources" in reasons["big.0"]
+    assert history_states(tmp_path / "run", "big.0") == ["created", "failed"]
+    assert summary.counts["small"] == {"done": 1}
+
+
+def test_max_in_flight_caps_concurrency_of_a_scale(tmp_path: Path) -> None:
+    spec = write_spec(tmp_path / "spec", """
+        name: capped
+        python_path: ["."]
+        backend: {config: {cores: 3}}
+        scales:
+          - name: sim
+            plugin: function
+            max_in_flight: 1
+            config:
+              function: "campaign_tasks:interval"
+              kwargs: {ms: 60}
+              parameters: {i: [0, 1, 2, 3]}
+        """)
+    summary = run(spec, tmp_path / "run")
+    assert summary.complete
+    with Store.open(tmp_path / "run", readonly=True) as store:
+        spans = sorted((r.value["start"], r.value["end"]) for r in store.tasks())
+    assert len(spans) == 4
+    assert all(later[0] >= earlier[1] for earlier, later in zip(spans, spans[1:]))
+
+
+def test_max_failures_budget_stops_the_campaign_resumably(tmp_path: Path) -> None:
+    spec = write_spec(tmp_path / "spec", """
+        name: budget
+        backend: {config: {cores: 1}}
+        scales:
+          - name: bad
+            plugin: command
+            config: {argv: ["false"], parameters: {i: [0, 1, 2, 3, 4, 5]}}
+        budgets: {max_failures: 1}
+        """)
+    summary = run(spec, tmp_path / "run")
+    assert summary.stopped_because == "2 failed tasks exceed budgets.max_failures (1)"
+    assert summary.counts["bad"]["failed"] == 2
+    assert summary.counts["bad"].get("done", 0) == 0
+    assert sum(summary.counts["bad"].values()) == 6
+
+
+def test_run_refuses_a_directory_that_already_holds_a_campaign(tmp_path: Path) -> None:
+    spec = write_spec(tmp_path / "spec", """
+        name: once
+        scales: [{name: a, plugin: command, config: {argv: ["true"]}}]
+        """)
+    run(spec, tmp_path / "run")
+    with pytest.raises(CampaignError, match="already holds a campaign; continue it with `mummi-like resume"):
+        run(spec, tmp_path / "run")
+
+
+def test_second_coordinator_is_refused_while_one_holds_the_lock(tmp_path: Path) -> None:
+    spec = write_spec(tmp_path / "spec", """
+        name: locked
+        scales: [{name: a, plugin: command, config: {argv: ["true"]}}]
+        """)
+    directory = tmp_path / "run"
+    text = spec.read_text()
+    campaign = Campaign.create(load_spec_text(text, spec, directory=directory), text, Reporter())
+    with coordinator_lock(directory):
+        with pytest.raises(CampaignError, match=r"another coordinator \(pid \d+\) is running"):
+            campaign.run()
+    assert campaign.run().complete
+
+
+def test_resume_after_clean_finish_runs_nothing_again(tmp_path: Path) -> None:
+    counter = tmp_path / "calls"
+    spec = write_spec(tmp_path / "spec", FLAKY.format(counter=counter, failures=0, error="OSError", retries=0))
+    run(spec, tmp_path / "run")
+    summary = Campaign.resume(tmp_path / "run", Reporter()).run()
+    assert summary.complete
+    assert counter.read_text() == "1"
+    assert summary.counts == {"work": {"done": 1}, "after": {"done": 1}}

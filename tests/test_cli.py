@@ -1,0 +1,214 @@
+"""The `mummi-like` command, run as a user runs it: in a separate process, killed and resumed."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from mummi_like.store import Store, StoreError
+from mummi_like.tasks import TaskState
+
+CLI = [sys.executable, "-m", "mummi_like.cli"]
+
+
+def mummi(*args: str | Path, check: bool = False) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run([*CLI, *map(str, args)], capture_output=True, text=True, timeout=120)
+    if check:
+        assert result.returncode == 0, result.stderr
+    return result
+
+
+def start(*args: str | Path) -> subprocess.Popen[str]:
+    return subprocess.Popen([*CLI, *map(str, args)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = 60, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def counts(directory: Path) -> dict[str, int]:
+    try:
+        with Store.open(directory, readonly=True) as store:
+            return dict(store.counts().get("work", {}))
+    except StoreError:  # not created yet
+        return {}
+
+
+def spec_file(tmp_path: Path, body: str) -> Path:
+    spec = tmp_path / "campaign.yaml"
+    spec.write_text(textwrap.dedent(body))
+    return spec
+
+
+# Each task appends its id to a log as it starts, then takes a while: the log tells
+# which tasks were executed, and how often, independently of the store.
+LOGGED = """
+    name: logged
+    backend: {{config: {{cores: 2, kill_grace: 1}}}}
+    scales:
+      - name: work
+        plugin: command
+        config:
+          argv: ["sh", "-c", "echo {{task_id}} >> {log}; sleep {seconds}"]
+          parameters: {{i: {indices}}}
+    """
+
+
+def test_kill_9_then_resume_loses_nothing_and_never_reruns_a_finished_task(tmp_path: Path) -> None:
+    log = tmp_path / "executions.log"
+    spec = spec_file(tmp_path, LOGGED.format(log=log, seconds=0.15, indices=list(range(30))))
+    directory = tmp_path / "run"
+    coordinator = start("run", spec, "--dir", directory, "--quiet")
+    wait_until(lambda: counts(directory).get("done", 0) >= 8, what="8 tasks done")
+    coordinator.send_signal(signal.SIGKILL)
+    coordinator.wait()
+    with Store.open(directory, readonly=True) as store:
+        done_before = {record.id for record in store.tasks(states=[TaskState.DONE])}
+    executed_before = len(log.read_text().splitlines())
+    assert 8 <= len(done_before) < 30
+
+    resumed = mummi("resume", directory, "--quiet")
+    assert resumed.returncode == 0, resumed.stderr
+
+    executions = log.read_text().splitlines()
+    rerun_after_kill = set(executions[executed_before:])
+    assert not rerun_after_kill & done_before, "a task recorded done ran again"
+    assert set(executions) == {f"work.{i:02d}" for i in range(30)}, "every task ran"
+    with Store.open(directory, readonly=True) as store:
+        assert store.counts() == {"work": {"done": 30}}
+        for record in store.tasks():
+            finals = [state for state, *_ in store.history(record.id) if state is TaskState.DONE]
+            assert len(finals) == 1, f"{record.id} recorded done {len(finals)} times"
+
+
+def test_sigterm_stops_cleanly_with_exit_3_and_resume_finishes(tmp_path: Path) -> None:
+    log = tmp_path / "executions.log"
+    spec = spec_file(tmp_path, LOGGED.format(log=log, seconds=0.3, indices=list(range(12))))
+    directory = tmp_path / "run"
+    coordinator = start("run", spec, "--dir", directory, "--quiet")
+    wait_until(lambda: counts(directory).get("done", 0) >= 2, what="2 tasks done")
+    coordinator.send_signal(signal.SIGTERM)
+    _, stderr = coordinator.communicate(timeout=30)
+    assert coordinator.returncode == 3
+    assert "received SIGTERM" in stderr and f"mummi-like resume {directory}" in stderr
+    stopped = counts(directory)
+    assert stopped.get("running", 0) == 0 and stopped.get("queued", 0) == 0
+    assert stopped.get("retrying", 0) + stopped.get("created", 0) > 0
+
+    assert mummi("resume", directory, "--quiet").returncode == 0
+    assert counts(directory) == {"done": 12}
+
+
+def test_cancel_reaches_the_running_coordinator(tmp_path: Path) -> None:
+    spec = spec_file(tmp_path, LOGGED.format(log=tmp_path / "log", seconds=30, indices=list(range(5))))
+    directory = tmp_path / "run"
+    coordinator = start("run", spec, "--dir", directory, "--quiet")
+    wait_until(lambda: counts(directory).get("running", 0) == 2, what="2 tasks running")
+    began = time.monotonic()
+    assert "asked the running coordinator to cancel" in mummi("cancel", directory, check=True).stdout
+    coordinator.communicate(timeout=30)
+    assert time.monotonic() - began < 10
+    assert coordinator.returncode == 1
+    assert counts(directory) == {"canceled": 5}
+
+
+def test_cancel_without_coordinator_marks_the_rest_canceled(tmp_path: Path) -> None:
+    spec = spec_file(tmp_path, LOGGED.format(log=tmp_path / "log", seconds=30, indices=list(range(4))))
+    directory = tmp_path / "run"
+    coordinator = start("run", spec, "--dir", directory, "--quiet")
+    wait_until(lambda: counts(directory).get("running", 0) == 2, what="2 tasks running")
+    coordinator.send_signal(signal.SIGKILL)
+    coordinator.wait()
+    result = mummi("cancel", directory, "--scale", "work", check=True)
+    assert "canceled 4 task(s)" in result.stdout
+    assert counts(directory) == {"canceled": 4}
+    leftovers = subprocess.run(["pgrep", "-f", f"echo work.0. >> {tmp_path}/log"], capture_output=True, text=True)
+    assert leftovers.stdout.strip() == "", "the killed coordinator's tasks were stopped"
+
+
+def test_status_reports_counts_running_and_failures_with_stderr(tmp_path: Path) -> None:
+    spec = spec_file(tmp_path, """
+        name: mixed
+        scales:
+          - name: good
+            plugin: command
+            config: {argv: ["true"], parameters: {i: [1, 2]}}
+          - name: bad
+            plugin: command
+            config: {argv: ["sh", "-c", "echo first line >&2; echo 'the real reason' >&2; exit 4"]}
+        """)
+    directory = tmp_path / "run"
+    assert mummi("run", spec, "--dir", directory, "--quiet").returncode == 1
+    report = json.loads(mummi("status", directory, "--json", check=True).stdout)
+    assert report["counts"] == {"good": {"done": 2}, "bad": {"failed": 1}}
+    assert report["coordinator_running"] is False
+    (failure,) = report["failures"]
+    assert failure["task"] == "bad.0" and failure["reason"] == "sh exited with code 4"
+    assert failure["stderr_tail"] == ["first line", "the real reason"]
+    text = mummi("status", directory, check=True).stdout
+    assert "failed bad.0 after 1 attempt(s): sh exited with code 4" in text
+    assert "the real reason" in text
+
+
+def test_validate_prints_every_error_with_line_and_hint(tmp_path: Path) -> None:
+    spec = spec_file(tmp_path, """
+        name: broken
+        scales:
+          - name: a
+            plugin: comand
+            config: {argv: ["true"]}
+          - name: b
+            plugin: command
+            config: {argv: ["true"], resources: {cors: 2}}
+        budgets: {max_failures: lots}
+        """)
+    result = mummi("validate", spec)
+    assert result.returncode == 2
+    assert "scales[0].plugin" in result.stderr and "did you mean 'command'" in result.stderr
+    assert "scales[1].config.resources.cors" in result.stderr and "did you mean 'cores'" in result.stderr
+    assert "budgets.max_failures" in result.stderr and ":10:" in result.stderr
+
+
+def test_validate_accepts_the_examples() -> None:
+    examples = Path(__file__).parents[1] / "examples"
+    specs = sorted(examples.glob("*/campaign.yaml"))
+    assert len(specs) >= 2
+    for spec in specs:
+        assert "valid campaign" in mummi("validate", spec, check=True).stdout
+
+
+def test_plugins_lists_the_generic_scales_and_the_local_backend() -> None:
+    output = mummi("plugins", check=True).stdout
+    for name in ("command", "function", "local", "dag"):
+        assert f"  {name} " in output
+
+
+def test_status_of_a_folder_without_campaign_says_what_to_do(tmp_path: Path) -> None:
+    result = mummi("status", tmp_path)
+    assert result.returncode == 2
+    assert str(tmp_path) in result.stderr and "mummi-like run" in result.stderr
+
+
+@pytest.mark.skipif(os.cpu_count() is None, reason="needs a CPU count")
+def test_json_log_format_ends_with_a_summary(tmp_path: Path) -> None:
+    spec = spec_file(tmp_path, """
+        name: quietly
+        scales: [{name: a, plugin: command, config: {argv: ["true"], parameters: {i: [1, 2, 3]}}}]
+        """)
+    result = mummi("run", spec, "--dir", tmp_path / "run", "--log-format", "json", check=True)
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert lines[-1]["event"] == "finished"
+    assert lines[-1]["counts"] == {"a": {"done": 3}}
