@@ -2,8 +2,11 @@
 
 It never oversubscribes: a task starts only when its cores and GPUs are free, and
 GPUs are bound by index through ``CUDA_VISIBLE_DEVICES``. Executables run as their
-own process groups (so a walltime or a cancel stops the whole tree); Python
-callables run in a pool of long-lived worker processes (:mod:`.pyworker`).
+own process groups, so a walltime or a cancel stops the whole tree, and whatever a
+task leaves running in its group when its main process exits is killed, as a
+batch system does at the end of a job. Python callables run in a pool of
+long-lived worker processes (:mod:`.pyworker`), spawned when first needed; a
+worker that ran a GPU task or was stopped is replaced rather than reused.
 
 Everything happens in the caller's thread: :meth:`LocalBackend.wait` blocks in one
 ``epoll`` over the workers' pipes and a ``pidfd`` per running process, so an exit
@@ -105,7 +108,7 @@ class _Job:
     job_id: str
     task: TaskSpec
     order: tuple[int, int]
-    workdir: Path
+    workdir: str
     bypassed: int = 0
     gpu_ids: list[int] = field(default_factory=list)
     process: subprocess.Popen[bytes] | None = None
@@ -116,13 +119,9 @@ class _Job:
     kill_at: float | None = None
     stop_reason: str | None = None  # "walltime" or "canceled" once we started stopping it
 
-    @property
-    def stdout(self) -> Path:
-        return self.workdir / "stdout.txt"
-
-    @property
-    def stderr(self) -> Path:
-        return self.workdir / "stderr.txt"
+    def __post_init__(self) -> None:
+        self.stdout = os.path.join(self.workdir, "stdout.txt")
+        self.stderr = os.path.join(self.workdir, "stderr.txt")
 
 
 class LocalBackend(Backend):
@@ -148,6 +147,9 @@ class LocalBackend(Backend):
         self._idle_workers: list[_Worker] = []
         self._workers: list[_Worker] = []
         self._base_env: dict[str, str] = {}
+        self._scratch = self.campaign_dir / ".workers"
+        self._max_workers = self.config.python_workers or self._cores
+        self._campaign_root = str(self.campaign_dir)
         self._spawner = ThreadPoolExecutor(max_workers=self.config.spawn_threads, thread_name_prefix="mummi-spawn")
         self._spawned: queue.SimpleQueue[tuple[_Job, OSError | None]] = queue.SimpleQueue()
         self._wakeup = os.eventfd(0, os.EFD_NONBLOCK)
@@ -160,10 +162,9 @@ class LocalBackend(Backend):
         """Spawn the Python worker pool and freeze the environment tasks inherit."""
         if self._started:
             return
+        self._scratch.mkdir(parents=True, exist_ok=True)
         self._base_env = dict(os.environ)
         self._base_env[CAMPAIGN_VARIABLE] = str(self.campaign_dir)
-        for _ in range(self.config.python_workers or self._cores):
-            self._spawn_worker()
         self._started = True
 
     def capacity(self) -> Capacity:
@@ -208,7 +209,7 @@ class LocalBackend(Backend):
         """Queue ``task``; it starts in :meth:`wait` once its resources are free."""
         self.check(task)
         job_id = f"{task.id}#{attempt}"
-        workdir = self.campaign_dir / task.workdir
+        workdir = os.path.join(self._campaign_root, task.workdir)
         job = _Job(job_id, task, (-task.priority, next(self._sequence)), workdir)
         self._jobs[job_id] = job
         bisect.insort(self._waiting, job, key=lambda queued: queued.order)
@@ -227,10 +228,11 @@ class LocalBackend(Backend):
 
     def reattach(self, jobs: dict[str, TaskSpec]) -> set[str]:
         """Stop what a dead coordinator of this campaign left running; every job is lost."""
-        me = os.getpid()
+        ours = {os.getpid(), *(worker.process.pid for worker in self._workers)}
+        ours.update(job.process.pid for job in self._running if job.process is not None)
         marker = f"{CAMPAIGN_VARIABLE}={self.campaign_dir}".encode()
         for entry in Path("/proc").iterdir():
-            if not entry.name.isdigit() or int(entry.name) == me:
+            if not entry.name.isdigit() or int(entry.name) in ours:
                 continue
             try:
                 environ = (entry / "environ").read_bytes().split(b"\0")
@@ -277,16 +279,23 @@ class LocalBackend(Backend):
         free_gpus = len(self._free_gpus)
         if not self._waiting or (free_cores == 0 and free_gpus == 0):
             return
+        # Workers are spawned on demand, up to python_workers: a campaign of executables pays for none.
+        idle_workers = len(self._idle_workers) + self._max_workers - len(self._workers)
         passed_over: list[_Job] = []
         started: list[int] = []
         for index, job in enumerate(self._waiting):
             need = job.task.resources
-            if need.cores <= free_cores and need.gpus <= free_gpus and self._can_host(job):
+            is_call = isinstance(job.task.payload, CallablePayload)
+            if need.cores <= free_cores and need.gpus <= free_gpus and (idle_workers > 0 or not is_call):
                 started.append(index)
                 free_cores -= need.cores
                 free_gpus -= need.gpus
+                idle_workers -= is_call
                 for waiting in passed_over:
                     waiting.bypassed += 1
+                    if waiting.bypassed == self.config.max_bypass:  # reserves from now on, in this pass too
+                        free_cores -= min(waiting.task.resources.cores, free_cores)
+                        free_gpus -= min(waiting.task.resources.gpus, free_gpus)
             else:
                 passed_over.append(job)
                 if job.bypassed >= self.config.max_bypass:
@@ -299,10 +308,6 @@ class LocalBackend(Backend):
             del self._waiting[index]
         for job in launching:
             self._launch(job)
-
-    def _can_host(self, job: _Job) -> bool:
-        """Python callables also need an idle worker."""
-        return not isinstance(job.task.payload, CallablePayload) or bool(self._idle_workers)
 
     def _launch(self, job: _Job) -> None:
         need = job.task.resources
@@ -320,11 +325,11 @@ class LocalBackend(Backend):
         payload = job.task.payload
         env.update(payload.env)
         if isinstance(payload, CallablePayload):
-            worker = self._idle_workers.pop()
+            worker = self._idle_workers.pop() if self._idle_workers else self._spawn_worker()
             worker.job, job.worker = job, worker
             request = pyworker.CallRequest(
                 job.job_id, payload.function, payload.args, payload.kwargs, env,
-                str(job.workdir), str(job.stdout), str(job.stderr),
+                job.workdir, job.stdout, job.stderr,
             )
             worker.conn.send(tuple(request))
             return
@@ -341,7 +346,7 @@ class LocalBackend(Backend):
         thread picks the process up from :attr:`_spawned`.
         """
         try:
-            job.workdir.mkdir(parents=True, exist_ok=True)
+            os.makedirs(job.workdir, exist_ok=True)
             with open(job.stdout, "wb") as out, open(job.stderr, "wb") as err:
                 job.process = subprocess.Popen(
                     argv, cwd=job.workdir, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
@@ -364,9 +369,14 @@ class LocalBackend(Backend):
                     self._signal(job, signal.SIGTERM)
                 continue
             argv0 = job.task.payload.argv[0]
-            job.stderr.parent.mkdir(parents=True, exist_ok=True)
-            job.stderr.write_text(f"cannot start {argv0!r}: {error}\n")
+            os.makedirs(job.workdir, exist_ok=True)
+            with open(job.stderr, "w") as stderr:
+                stderr.write(f"cannot start {argv0!r}: {error}\n")
             self._release(job)
+            if job.stop_reason is not None:
+                self._finish(job, self._result(job, ok=False, failure=Failure(
+                    kind=job.stop_reason, message=self._stop_message(job))))
+                continue
             self._finish(job, self._result(job, ok=False, exit_code=127, failure=Failure(
                 kind="exit", exit_code=127,
                 message=f"cannot start {argv0!r}: {error.strerror}; check that it is installed and on PATH, "
@@ -375,13 +385,18 @@ class LocalBackend(Backend):
 
     def _mpi_prefix(self, job: _Job) -> list[str]:
         need = job.task.resources
-        values = {"{ranks}": str(need.ranks), "{cores_per_rank}": str(need.cores // need.ranks)}
-        return [values.get(token, token) for token in self.config.mpi_launcher]
+        ranks, cores_per_rank = str(need.ranks), str(need.cores // need.ranks)
+        return [token.replace("{ranks}", ranks).replace("{cores_per_rank}", cores_per_rank)
+                for token in self.config.mpi_launcher]
 
     # -- completions --------------------------------------------------------------------------
 
     def _collect_process(self, job: _Job) -> None:
         assert job.process is not None and job.pidfd is not None
+        # The leader has exited but is not reaped yet, so its pid still names the group: kill
+        # what it left behind (background children, children ignoring SIGTERM at a walltime),
+        # as a batch system does at the end of a job, so nothing outlives its task's cores.
+        self._signal(job, signal.SIGKILL)
         code = job.process.poll()
         if code is None:
             return
@@ -404,28 +419,33 @@ class LocalBackend(Backend):
                 kind="exit", exit_code=code, message=f"{job.task.payload.argv[0]} exited with code {code}")))
 
     def _collect_worker(self, worker: _Worker) -> None:
-        while True:
-            try:
-                if not worker.conn.poll():
-                    return
-                reply = pyworker.CallReply(*worker.conn.recv())
-            except (EOFError, OSError):
-                self._worker_died(worker)
-                return
-            job = worker.job
-            assert job is not None and job.job_id == reply.job_id
-            worker.job, job.worker = None, None
-            self._release(job)
-            if job.gpu_ids:
-                self._retire(worker)
-            else:
-                self._idle_workers.append(worker)
-            if reply.ok:
-                self._finish(job, self._result(job, ok=True, value=json.loads(reply.value_json or "null"),
-                                               started=reply.started, ended=reply.ended))
-            else:
-                self._finish(job, self._result(job, ok=False, started=reply.started, ended=reply.ended, failure=Failure(
-                    kind="exception", exception_types=reply.exception_types, message=reply.message)))
+        """A worker's socket is readable: its one call ended (one reply), or the worker died."""
+        if worker.conn.closed:  # retired earlier in this round of events
+            return
+        try:
+            reply = pyworker.CallReply(*worker.conn.recv())
+        except (EOFError, OSError):
+            self._worker_died(worker)
+            return
+        job = worker.job
+        assert job is not None and job.job_id == reply.job_id
+        worker.job, job.worker = None, None
+        # A GPU task leaves CUDA bound to its devices, and a stopped one may have a SIGTERM
+        # in flight that would kill the worker under its next task: neither worker is reused.
+        must_retire = bool(job.gpu_ids) or job.stop_reason is not None
+        self._release(job)  # clears job.gpu_ids
+        if must_retire:
+            self._retire(worker)
+        else:
+            self._idle_workers.append(worker)
+        outputs = {"started": reply.started, "ended": reply.ended,
+                   "stdout": job.stdout if reply.wrote_stdout else None,
+                   "stderr": job.stderr if reply.wrote_stderr else None}
+        if reply.ok:
+            self._finish(job, self._result(job, ok=True, value=json.loads(reply.value_json or "null"), **outputs))
+        else:
+            self._finish(job, self._result(job, ok=False, failure=Failure(
+                kind="exception", exception_types=reply.exception_types, message=reply.message), **outputs))
 
     def _worker_died(self, worker: _Worker) -> None:
         """A worker's pipe closed: it was stopped by us (walltime, cancel) or it crashed."""
@@ -436,8 +456,6 @@ class LocalBackend(Backend):
         if worker in self._idle_workers:
             self._idle_workers.remove(worker)
         job, worker.job = worker.job, None
-        if self._started:
-            self._spawn_worker()
         if job is None:
             return
         self._release(job)
@@ -452,13 +470,15 @@ class LocalBackend(Backend):
         self._finish(job, self._result(job, ok=False, signal=failure.signal, exit_code=failure.exit_code, failure=failure))
 
     def _retire(self, worker: _Worker) -> None:
-        """Replace a worker that ran a GPU task, so the next task gets a fresh CUDA_VISIBLE_DEVICES."""
+        """Stop a worker that must not take another task; the pool spawns a fresh one when needed."""
         self._unregister(worker.conn)
-        worker.conn.send(None)
+        try:
+            worker.conn.send(None)
+        except OSError:  # already dying from the SIGTERM of a stop
+            pass
         worker.conn.close()
         worker.process.wait()
         self._workers.remove(worker)
-        self._spawn_worker()
 
     def _stop_message(self, job: _Job) -> str:
         if job.stop_reason == "walltime":
@@ -469,8 +489,7 @@ class LocalBackend(Backend):
 
     def _enforce_deadlines(self, now: float) -> None:
         for job in list(self._running):
-            if job.kill_at is not None and now >= job.kill_at:
-                self._signal(job, signal.SIGKILL)
+            if job.kill_at is not None and now >= job.kill_at and self._signal(job, signal.SIGKILL):
                 job.kill_at = None
             elif job.stop_reason is None and job.deadline is not None and now >= job.deadline:
                 self._stop(job, "walltime", now)
@@ -481,14 +500,18 @@ class LocalBackend(Backend):
         self._signal(job, signal.SIGTERM)
         job.kill_at = now + self.config.kill_grace
 
-    def _signal(self, job: _Job, signum: signal.Signals) -> None:
+    def _signal(self, job: _Job, signum: signal.Signals) -> bool:
+        """Signal the job's process group (or its worker); false while its process is not started yet."""
         try:
             if job.process is not None:
                 os.killpg(job.process.pid, signum)
             elif job.worker is not None:
                 os.kill(job.worker.process.pid, signum)
+            else:
+                return False
         except ProcessLookupError:
             pass
+        return True
 
     # -- bookkeeping --------------------------------------------------------------------------
 
@@ -501,20 +524,23 @@ class LocalBackend(Backend):
     def _result(self, job: _Job, ok: bool, **fields: Any) -> TaskResult:
         fields.setdefault("started", job.started)
         fields.setdefault("ended", time.time())
-        return TaskResult(job_id=job.job_id, ok=ok, stdout=str(job.stdout), stderr=str(job.stderr), **fields)
+        fields.setdefault("stdout", job.stdout)
+        fields.setdefault("stderr", job.stderr)
+        return TaskResult(job_id=job.job_id, ok=ok, **fields)
 
     def _finish(self, job: _Job, result: TaskResult) -> None:
         del self._jobs[job.job_id]
         self._events.append(BackendEvent(job_id=job.job_id, kind="finished", time=result.ended or time.time(), result=result))
 
-    def _spawn_worker(self) -> None:
+    def _spawn_worker(self) -> _Worker:
         """Start a worker as ``python -m mummi_like.backends.pyworker`` on one end of a socket pair.
 
         A fresh interpreter rather than :mod:`multiprocessing`'s spawn, which would
         re-import the caller's ``__main__`` (a user's script without a main guard).
         """
         ours, theirs = socket.socketpair()
-        argv = [sys.executable, "-m", "mummi_like.backends.pyworker", str(theirs.fileno()), str(os.getpid())]
+        argv = [sys.executable, "-m", "mummi_like.backends.pyworker", str(theirs.fileno()), str(os.getpid()),
+                str(self._scratch)]
         process = subprocess.Popen(
             argv + [str(path) for path in self.python_path],
             pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL, env=self._base_env,
@@ -522,8 +548,8 @@ class LocalBackend(Backend):
         theirs.close()
         worker = _Worker(process, Connection(ours.detach()))
         self._workers.append(worker)
-        self._idle_workers.append(worker)
         self._selector.register(worker.conn, selectors.EVENT_READ, worker)
+        return worker
 
     def _unregister(self, source: Any) -> None:
         try:

@@ -53,6 +53,8 @@ class CallReply(NamedTuple):
     message: str
     started: float
     ended: float
+    wrote_stdout: bool
+    wrote_stderr: bool
 
 
 def resolve(function: str) -> Callable[..., Any]:
@@ -71,58 +73,105 @@ def _exception_types(error: BaseException) -> list[str]:
     return [f"{cls.__module__}.{cls.__qualname__}" for cls in type(error).__mro__ if cls is not object]
 
 
-def _redirect(path: str, fd: int) -> int:
-    """Point ``fd`` at ``path`` and return a duplicate of the old target to restore later."""
-    saved = os.dup(fd)
-    target = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    os.dup2(target, fd)
-    os.close(target)
-    return saved
+class Capture:
+    """Sends file descriptors 1 and 2 to per-worker scratch files during a call.
+
+    Creating two files per call would cost more than a no-op task itself, so a
+    worker reuses its scratch files, truncated before each call, and moves one
+    into the task's working directory only when the call wrote to it: a quiet
+    callable leaves no ``stdout.txt`` or ``stderr.txt`` behind.
+    """
+
+    def __init__(self, scratch: str) -> None:
+        self.paths = (os.path.join(scratch, f"{os.getpid()}.stdout"), os.path.join(scratch, f"{os.getpid()}.stderr"))
+        self.fds = [self._open(path) for path in self.paths]
+        self.saved: list[int] = []
+
+    @staticmethod
+    def _open(path: str) -> int:
+        return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+
+    def __enter__(self) -> Capture:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        self.saved = [os.dup(1), os.dup(2)]
+        for stream, fd in enumerate(self.fds, start=1):
+            os.ftruncate(fd, 0)
+            os.lseek(fd, 0, os.SEEK_SET)
+            os.dup2(fd, stream)
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        for stream, saved in enumerate(self.saved, start=1):
+            os.dup2(saved, stream)
+            os.close(saved)
+
+    def close(self) -> None:
+        """Remove the scratch files when the worker stops."""
+        for fd, path in zip(self.fds, self.paths):
+            os.close(fd)
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
+
+    def keep(self, destinations: tuple[str, str]) -> tuple[bool, bool]:
+        """Move what the call wrote to ``destinations``; say which streams had output."""
+        kept = []
+        for index, destination in enumerate(destinations):
+            wrote = os.fstat(self.fds[index]).st_size > 0
+            if wrote:
+                os.replace(self.paths[index], destination)
+                os.close(self.fds[index])
+                self.fds[index] = self._open(self.paths[index])
+            kept.append(wrote)
+        return kept[0], kept[1]
 
 
-def _restore(saved: int, fd: int) -> None:
-    os.dup2(saved, fd)
-    os.close(saved)
+def _enter(directory: str) -> None:
+    """Make the task's working directory (its parents usually exist already) and go there."""
+    try:
+        os.mkdir(directory)
+    except FileExistsError:
+        pass
+    except FileNotFoundError:
+        os.makedirs(directory, exist_ok=True)
+    os.chdir(directory)
 
 
-def run_call(request: CallRequest) -> CallReply:
+def run_call(request: CallRequest, capture: Capture) -> CallReply:
     """Run one call with its directory, output files and environment, and describe the outcome."""
     old_env = {name: os.environ.get(name) for name in request.env}
     os.environ.update(request.env)
     home = os.getcwd()
-    os.makedirs(request.cwd, exist_ok=True)
-    sys.stdout.flush()
-    sys.stderr.flush()
-    saved_out = _redirect(request.stdout, 1)
-    saved_err = _redirect(request.stderr, 2)
-    started = time.time()
-    try:
-        os.chdir(request.cwd)
-        value = resolve(request.function)(*request.args, **request.kwargs)
+    with capture:
+        started = time.time()
         try:
-            value_json = json.dumps(value)
-        except (TypeError, ValueError) as error:
-            raise TypeError(
-                f"{request.function} returned a {type(value).__name__}, which is not JSON-serializable; "
-                "return numbers, strings, lists or dicts (write large results to files in the working directory)"
-            ) from error
-        reply = CallReply(request.job_id, True, value_json, [], "", started, time.time())
-    except BaseException as error:  # noqa: BLE001 - a task's failure of any kind is reported, not raised
-        traceback.print_exc()
-        message = "".join(traceback.format_exception_only(error)).strip()
-        reply = CallReply(request.job_id, False, None, _exception_types(error), message, started, time.time())
-    finally:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        _restore(saved_out, 1)
-        _restore(saved_err, 2)
-        os.chdir(home)
-        for name, value in old_env.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
-    return reply
+            _enter(request.cwd)
+            value = resolve(request.function)(*request.args, **request.kwargs)
+            try:
+                value_json = json.dumps(value)
+            except (TypeError, ValueError) as error:
+                raise TypeError(
+                    f"{request.function} returned a {type(value).__name__}, which is not JSON-serializable; "
+                    "return numbers, strings, lists or dicts (write large results to files in the working directory)"
+                ) from error
+            outcome: tuple[bool, str | None, list[str], str] = (True, value_json, [], "")
+        except BaseException as error:  # noqa: BLE001 - a task's failure of any kind is reported, not raised
+            traceback.print_exc()
+            message = "".join(traceback.format_exception_only(error)).strip()
+            outcome = (False, None, _exception_types(error), message)
+        ended = time.time()
+    os.chdir(home)
+    for name, previous in old_env.items():
+        if previous is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = previous
+    wrote = capture.keep((request.stdout, request.stderr)) if os.path.isdir(request.cwd) else (False, False)
+    return CallReply(request.job_id, *outcome, started, ended, *wrote)
 
 
 def _exit_with_parent(parent_pid: int) -> None:
@@ -133,22 +182,26 @@ def _exit_with_parent(parent_pid: int) -> None:
             os._exit(1)
 
 
-def serve(conn: Connection, python_path: list[str], parent_pid: int) -> None:
+def serve(conn: Connection, scratch: str, python_path: list[str], parent_pid: int) -> None:
     """Serve call requests until the pipe closes or a ``None`` request arrives."""
     sys.path[:0] = python_path
     for name in THREAD_VARIABLES:
         os.environ.setdefault(name, "1")
     threading.Thread(target=_exit_with_parent, args=(parent_pid,), daemon=True).start()
-    while True:
-        try:
-            request = conn.recv()
-        except (EOFError, OSError):
-            return
-        if request is None:
-            return
-        conn.send(tuple(run_call(CallRequest(*request))))
+    capture = Capture(scratch)
+    try:
+        while True:
+            try:
+                request = conn.recv()
+            except (EOFError, OSError):
+                return
+            if request is None:
+                return
+            conn.send(tuple(run_call(CallRequest(*request), capture)))
+    finally:
+        capture.close()
 
 
 if __name__ == "__main__":
-    # argv: socket file descriptor, coordinator pid, then folders to put on sys.path.
-    serve(Connection(int(sys.argv[1])), sys.argv[3:], int(sys.argv[2]))
+    # argv: socket file descriptor, coordinator pid, scratch folder, then folders to put on sys.path.
+    serve(Connection(int(sys.argv[1])), sys.argv[3], sys.argv[4:], int(sys.argv[2]))
