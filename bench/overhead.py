@@ -135,7 +135,7 @@ def main() -> None:
     parser.add_argument("--scale", type=float, default=1.0, help="multiply task counts (0.1 for a smoke run)")
     args = parser.parse_args()
     noops, trues, chains = (max(1, int(n * args.scale)) for n in (2000, 200, 100))
-    console = Console()
+    console = Console(width=120)
     table = Table(title=f"coordinator overhead, {args.cores} cores, every campaign task persisted")
     for column in ("workload", "engine", "tasks", "seconds", "tasks/s", "ms/task", "vs baseline"):
         table.add_column(column, justify="right" if column not in ("workload", "engine") else "left")

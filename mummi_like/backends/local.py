@@ -101,6 +101,7 @@ class _Worker:
     process: subprocess.Popen[bytes]
     conn: Connection
     job: _Job | None = None
+    next: _Job | None = None  # handed over ahead of time; starts when `job` ends
 
 
 @dataclass(eq=False)
@@ -118,6 +119,7 @@ class _Job:
     deadline: float | None = None
     kill_at: float | None = None
     stop_reason: str | None = None  # "walltime" or "canceled" once we started stopping it
+    cancel_on_start: bool = False  # canceled while handed to a worker ahead of time
 
     def __post_init__(self) -> None:
         self.stdout = os.path.join(self.workdir, "stdout.txt")
@@ -219,6 +221,15 @@ class LocalBackend(Backend):
         job = self._jobs.get(job_id)
         if job is None or job.stop_reason is not None:
             return
+        if job.started is None and job.worker is not None:
+            # Handed to a busy worker ahead of time: the worker skips it if the cancel arrives
+            # before it starts, and it is stopped as it starts otherwise.
+            job.cancel_on_start = True
+            try:
+                job.worker.conn.send((pyworker.CANCEL, job_id))
+            except OSError:  # the worker died: the job is requeued and then finished as canceled
+                pass
+            return
         if job.started is None:
             self._waiting.remove(job)
             now = time.time()
@@ -308,35 +319,70 @@ class LocalBackend(Backend):
             del self._waiting[index]
         for job in launching:
             self._launch(job)
+        self._prefetch()
 
-    def _launch(self, job: _Job) -> None:
+    def _prefetch(self) -> None:
+        """Hand busy workers their next call, so that no worker idles for a round trip between tasks.
+
+        Only the head of the queue is handed over, and only to a worker whose
+        current call holds exactly what the head needs (same cores, no GPUs): the
+        head then starts the moment that call ends, on the cores it releases,
+        which is where the scheduler would have started it anyway. Its cores are
+        reserved, and its start reported, only then.
+        """
+        for worker in self._workers:
+            if not self._waiting:
+                return
+            head, current = self._waiting[0], worker.job
+            if not isinstance(head.task.payload, CallablePayload) or head.task.resources.gpus:
+                return
+            if (current is None or worker.next is not None or current.gpu_ids or current.stop_reason is not None
+                    or current.task.resources.cores != head.task.resources.cores):
+                continue
+            del self._waiting[0]
+            worker.next = head
+            self._send_call(worker, head)
+
+    def _occupy(self, job: _Job, started: float) -> None:
+        """Reserve the job's cores and GPUs from now on, and report it started."""
         need = job.task.resources
         self._free_cores -= need.cores
         job.gpu_ids, self._free_gpus = self._free_gpus[: need.gpus], self._free_gpus[need.gpus :]
-        job.started = time.time()
+        job.started = started
         self._running.add(job)
         if need.walltime is not None:
             job.deadline = time.monotonic() + need.walltime
+        self._events.append(BackendEvent(job_id=job.job_id, kind="started", time=started))
+
+    def _environment(self, job: _Job) -> dict[str, str]:
+        """Variables a task runs with, on top of the coordinator's: thread caps, job id, GPU binding, its own."""
+        need = job.task.resources
         env = {name: str(need.cores // need.ranks) for name in pyworker.THREAD_VARIABLES}
         env[JOB_VARIABLE] = job.job_id
         if job.gpu_ids or self._gpus:
             env["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, job.gpu_ids))
-        self._events.append(BackendEvent(job_id=job.job_id, kind="started", time=job.started))
+        env.update(job.task.payload.env)
+        return env
+
+    def _send_call(self, worker: _Worker, job: _Job) -> None:
         payload = job.task.payload
-        env.update(payload.env)
+        assert isinstance(payload, CallablePayload)
+        job.worker = worker
+        worker.conn.send((job.job_id, payload.function, payload.args, payload.kwargs, self._environment(job),
+                          job.workdir, job.stdout, job.stderr))
+
+    def _launch(self, job: _Job) -> None:
+        self._occupy(job, time.time())
+        payload = job.task.payload
         if isinstance(payload, CallablePayload):
             worker = self._idle_workers.pop() if self._idle_workers else self._spawn_worker()
-            worker.job, job.worker = job, worker
-            request = pyworker.CallRequest(
-                job.job_id, payload.function, payload.args, payload.kwargs, env,
-                job.workdir, job.stdout, job.stderr,
-            )
-            worker.conn.send(tuple(request))
+            worker.job = job
+            self._send_call(worker, job)
             return
         argv = list(payload.argv)
         if payload.mpi:
             argv = self._mpi_prefix(job) + argv
-        self._spawner.submit(self._spawn_process, job, argv, {**self._base_env, **env})
+        self._spawner.submit(self._spawn_process, job, argv, {**self._base_env, **self._environment(job)})
 
     def _spawn_process(self, job: _Job, argv: list[str], env: dict[str, str]) -> None:
         """Start an executable; runs in a spawner thread because ``vfork`` blocks until ``exec``.
@@ -434,8 +480,16 @@ class LocalBackend(Backend):
         # in flight that would kill the worker under its next task: neither worker is reused.
         must_retire = bool(job.gpu_ids) or job.stop_reason is not None
         self._release(job)  # clears job.gpu_ids
+        following, worker.next = worker.next, None
         if must_retire:
             self._retire(worker)
+            if following is not None:
+                self._requeue(following)
+        elif following is not None:
+            worker.job = following
+            self._occupy(following, reply.ended)
+            if following.cancel_on_start:
+                self._stop(following, "canceled", time.monotonic())
         else:
             self._idle_workers.append(worker)
         outputs = {"started": reply.started, "ended": reply.ended,
@@ -443,6 +497,10 @@ class LocalBackend(Backend):
                    "stderr": job.stderr if reply.wrote_stderr else None}
         if reply.ok:
             self._finish(job, self._result(job, ok=True, value=json.loads(reply.value_json or "null"), **outputs))
+        elif job.stop_reason is not None:
+            message = reply.message if reply.message == pyworker.SKIPPED else self._stop_message(job)
+            self._finish(job, self._result(job, ok=False, failure=Failure(kind=job.stop_reason, message=message),
+                                           **outputs))
         else:
             self._finish(job, self._result(job, ok=False, failure=Failure(
                 kind="exception", exception_types=reply.exception_types, message=reply.message), **outputs))
@@ -456,6 +514,9 @@ class LocalBackend(Backend):
         if worker in self._idle_workers:
             self._idle_workers.remove(worker)
         job, worker.job = worker.job, None
+        if worker.next is not None:
+            self._requeue(worker.next)
+            worker.next = None
         if job is None:
             return
         self._release(job)
@@ -468,6 +529,15 @@ class LocalBackend(Backend):
             failure = Failure(kind="exit", exit_code=code,
                               message=f"the worker running {job.task.payload.function} exited with code {code} mid-call")
         self._finish(job, self._result(job, ok=False, signal=failure.signal, exit_code=failure.exit_code, failure=failure))
+
+    def _requeue(self, job: _Job) -> None:
+        """Put back a job handed to a worker that will not run it (the worker stops or died first)."""
+        job.worker = None
+        if job.cancel_on_start:
+            self._finish(job, TaskResult(job_id=job.job_id, ok=False, ended=time.time(),
+                                         failure=Failure(kind="canceled", message="canceled before it started")))
+            return
+        bisect.insort(self._waiting, job, key=lambda queued: queued.order)
 
     def _retire(self, worker: _Worker) -> None:
         """Stop a worker that must not take another task; the pool spawns a fresh one when needed."""

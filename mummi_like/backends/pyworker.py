@@ -16,10 +16,12 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import select
 import sys
 import threading
 import time
 import traceback
+from collections import deque
 from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import Any, NamedTuple
@@ -28,6 +30,10 @@ from typing import Any, NamedTuple
 #: one thread per reserved core because oversubscribed BLAS/OpenMP pools run many
 #: times slower than one thread per process on a shared node.
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMEXPR_NUM_THREADS")
+#: First item of the message that cancels a call handed over ahead of time.
+CANCEL = "cancel"
+#: Message of the reply for a call canceled before it started.
+SKIPPED = "canceled before it started"
 
 
 class CallRequest(NamedTuple):
@@ -74,60 +80,56 @@ def _exception_types(error: BaseException) -> list[str]:
 
 
 class Capture:
-    """Sends file descriptors 1 and 2 to per-worker scratch files during a call.
+    """Keeps file descriptors 1 and 2 of the worker on per-worker scratch files.
 
-    Creating two files per call would cost more than a no-op task itself, so a
-    worker reuses its scratch files, truncated before each call, and moves one
-    into the task's working directory only when the call wrote to it: a quiet
-    callable leaves no ``stdout.txt`` or ``stderr.txt`` behind.
+    Creating two files per call would cost more than a no-op task itself, so the
+    worker's own stdout and stderr point at two scratch files for its whole life.
+    After a call that wrote to one, that file is moved into the task's working
+    directory and a fresh, empty one takes its place; a quiet callable leaves no
+    ``stdout.txt`` or ``stderr.txt`` behind and costs two ``fstat`` calls.
     """
 
+    STREAMS = (1, 2)
+
     def __init__(self, scratch: str) -> None:
-        self.paths = (os.path.join(scratch, f"{os.getpid()}.stdout"), os.path.join(scratch, f"{os.getpid()}.stderr"))
-        self.fds = [self._open(path) for path in self.paths]
-        self.saved: list[int] = []
+        self.paths = tuple(os.path.join(scratch, f"{os.getpid()}.{name}") for name in ("stdout", "stderr"))
+        for path, stream in zip(self.paths, self.STREAMS):
+            self._attach(path, stream)
 
     @staticmethod
-    def _open(path: str) -> int:
-        return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    def _attach(path: str, stream: int) -> None:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        os.dup2(fd, stream)
+        os.close(fd)
 
-    def __enter__(self) -> Capture:
+    def keep(self, destinations: tuple[str, str]) -> tuple[bool, bool]:
+        """Move what the call wrote to ``destinations``; say which streams had output."""
         sys.stdout.flush()
         sys.stderr.flush()
-        self.saved = [os.dup(1), os.dup(2)]
-        for stream, fd in enumerate(self.fds, start=1):
-            os.ftruncate(fd, 0)
-            os.lseek(fd, 0, os.SEEK_SET)
-            os.dup2(fd, stream)
-        return self
+        kept = []
+        for path, stream, destination in zip(self.paths, self.STREAMS, destinations):
+            wrote = os.fstat(stream).st_size > 0
+            if wrote:
+                os.replace(path, destination)
+                self._attach(path, stream)
+            kept.append(wrote)
+        return kept[0], kept[1]
 
-    def __exit__(self, *_exc: object) -> None:
+    def discard(self) -> None:
+        """Drop what the call wrote (its directory could not be made: the reply carries the error)."""
         sys.stdout.flush()
         sys.stderr.flush()
-        for stream, saved in enumerate(self.saved, start=1):
-            os.dup2(saved, stream)
-            os.close(saved)
+        for stream in self.STREAMS:
+            os.ftruncate(stream, 0)
+            os.lseek(stream, 0, os.SEEK_SET)
 
     def close(self) -> None:
         """Remove the scratch files when the worker stops."""
-        for fd, path in zip(self.fds, self.paths):
-            os.close(fd)
+        for path in self.paths:
             try:
                 os.unlink(path)
             except FileNotFoundError:
                 pass
-
-    def keep(self, destinations: tuple[str, str]) -> tuple[bool, bool]:
-        """Move what the call wrote to ``destinations``; say which streams had output."""
-        kept = []
-        for index, destination in enumerate(destinations):
-            wrote = os.fstat(self.fds[index]).st_size > 0
-            if wrote:
-                os.replace(self.paths[index], destination)
-                os.close(self.fds[index])
-                self.fds[index] = self._open(self.paths[index])
-            kept.append(wrote)
-        return kept[0], kept[1]
 
 
 def _enter(directory: str) -> None:
@@ -142,35 +144,43 @@ def _enter(directory: str) -> None:
 
 
 def run_call(request: CallRequest, capture: Capture) -> CallReply:
-    """Run one call with its directory, output files and environment, and describe the outcome."""
-    old_env = {name: os.environ.get(name) for name in request.env}
-    os.environ.update(request.env)
-    home = os.getcwd()
-    with capture:
-        started = time.time()
+    """Run one call in its directory with its environment, and describe the outcome.
+
+    The worker stays in the task's directory afterwards: the next call changes to
+    its own, so changing back would be wasted work.
+    """
+    changed = {name: value for name, value in request.env.items() if os.environ.get(name) != value}
+    previous = {name: os.environ.get(name) for name in changed}
+    os.environ.update(changed)
+    entered = False
+    started = time.time()
+    try:
+        _enter(request.cwd)
+        entered = True
+        value = resolve(request.function)(*request.args, **request.kwargs)
         try:
-            _enter(request.cwd)
-            value = resolve(request.function)(*request.args, **request.kwargs)
-            try:
-                value_json = json.dumps(value)
-            except (TypeError, ValueError) as error:
-                raise TypeError(
-                    f"{request.function} returned a {type(value).__name__}, which is not JSON-serializable; "
-                    "return numbers, strings, lists or dicts (write large results to files in the working directory)"
-                ) from error
-            outcome: tuple[bool, str | None, list[str], str] = (True, value_json, [], "")
-        except BaseException as error:  # noqa: BLE001 - a task's failure of any kind is reported, not raised
-            traceback.print_exc()
-            message = "".join(traceback.format_exception_only(error)).strip()
-            outcome = (False, None, _exception_types(error), message)
-        ended = time.time()
-    os.chdir(home)
-    for name, previous in old_env.items():
-        if previous is None:
+            value_json = json.dumps(value)
+        except (TypeError, ValueError) as error:
+            raise TypeError(
+                f"{request.function} returned a {type(value).__name__}, which is not JSON-serializable; "
+                "return numbers, strings, lists or dicts (write large results to files in the working directory)"
+            ) from error
+        outcome: tuple[bool, str | None, list[str], str] = (True, value_json, [], "")
+    except BaseException as error:  # noqa: BLE001 - a task's failure of any kind is reported, not raised
+        traceback.print_exc()
+        message = "".join(traceback.format_exception_only(error)).strip()
+        outcome = (False, None, _exception_types(error), message)
+    ended = time.time()
+    for name, value in previous.items():
+        if value is None:
             os.environ.pop(name, None)
         else:
-            os.environ[name] = previous
-    wrote = capture.keep((request.stdout, request.stderr)) if os.path.isdir(request.cwd) else (False, False)
+            os.environ[name] = value
+    if entered:
+        wrote = capture.keep((request.stdout, request.stderr))
+    else:
+        capture.discard()
+        wrote = (False, False)
     return CallReply(request.job_id, *outcome, started, ended, *wrote)
 
 
@@ -182,22 +192,60 @@ def _exit_with_parent(parent_pid: int) -> None:
             os._exit(1)
 
 
+class Inbox:
+    """The worker's side of the socket: call requests in order, cancels applied before a call starts.
+
+    The coordinator may hand a busy worker its next call ahead of time; if that
+    call is canceled meanwhile, a ``(CANCEL, job_id)`` message follows it. Before
+    starting a call the worker reads whatever has already arrived, so a cancel
+    sent before the call begins is honoured and the call never runs.
+    """
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+        self.queue: deque[Any] = deque()
+        self.canceled: set[str] = set()
+        self.poller = select.poll()
+        self.poller.register(conn.fileno(), select.POLLIN)
+
+    def _take(self, message: Any) -> None:
+        if isinstance(message, tuple) and message[0] == CANCEL:
+            self.canceled.add(message[1])
+        else:
+            self.queue.append(message)
+
+    def next(self) -> Any:
+        """The next request, ``None`` to stop; raises EOFError when the coordinator is gone."""
+        while not self.queue:
+            self._take(self.conn.recv())
+        while self.poller.poll(0):
+            self._take(self.conn.recv())
+        return self.queue.popleft()
+
+
 def serve(conn: Connection, scratch: str, python_path: list[str], parent_pid: int) -> None:
-    """Serve call requests until the pipe closes or a ``None`` request arrives."""
+    """Serve call requests until the socket closes or a ``None`` request arrives."""
     sys.path[:0] = python_path
     for name in THREAD_VARIABLES:
         os.environ.setdefault(name, "1")
     threading.Thread(target=_exit_with_parent, args=(parent_pid,), daemon=True).start()
     capture = Capture(scratch)
+    inbox = Inbox(conn)
     try:
         while True:
             try:
-                request = conn.recv()
+                request = inbox.next()
             except (EOFError, OSError):
                 return
             if request is None:
                 return
-            conn.send(tuple(run_call(CallRequest(*request), capture)))
+            call = CallRequest(*request)
+            if call.job_id in inbox.canceled:
+                inbox.canceled.discard(call.job_id)
+                now = time.time()
+                conn.send(tuple(CallReply(call.job_id, False, None, [], SKIPPED, now, now, False, False)))
+                continue
+            conn.send(tuple(run_call(call, capture)))
     finally:
         capture.close()
 

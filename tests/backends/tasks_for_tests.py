@@ -42,3 +42,11 @@ def getenv(name: str) -> str | None:
 
 def pid() -> int:
     return os.getpid()
+
+
+def touch_after(path: str, seconds: float) -> float:
+    """Sleep, then create ``path``: the file tells whether the call ran to its end."""
+    time.sleep(seconds)
+    with open(path, "w") as handle:
+        handle.write(str(os.getpid()))
+    return time.time()

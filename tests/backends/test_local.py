@@ -528,3 +528,50 @@ def test_reattach_stops_leftovers_and_reports_all_lost(make_backend: Callable[..
     done = results(drain(new))
     assert all(done[job_id].ok for job_id in ids), done
     assert done[ids[0]].value == 3
+
+
+# -- calls handed to a busy worker ahead of time -----------------------------------------------
+
+
+def test_calls_handed_ahead_never_overlap_on_one_worker_and_report_real_starts(
+    make_backend: Callable[..., LocalBackend], tmp_path: Path,
+) -> None:
+    backend = make_backend(cores=1, python_workers=1)
+    for index in range(4):
+        backend.submit(call(f"c{index}", "nap", 0.05), attempt=1)
+    events = drain(backend)
+    starts = {event.job_id: event.time for event in events if event.kind == "started"}
+    done = results(events)
+    assert [done[f"c{i}#1"].ok for i in range(4)] == [True] * 4
+    spans = sorted((done[job].started, done[job].ended) for job in done)
+    assert all(later[0] >= earlier[1] for earlier, later in zip(spans, spans[1:])), spans
+    for job, result in done.items():
+        assert starts[job] <= result.started + 0.05, "the start is reported when the call really begins"
+
+
+def test_canceling_a_call_handed_ahead_means_it_never_runs(
+    make_backend: Callable[..., LocalBackend], tmp_path: Path,
+) -> None:
+    backend = make_backend(cores=1, python_workers=1)
+    marker = tmp_path / "ran"
+    first = backend.submit(call("first", "nap", 0.3), attempt=1)
+    second = backend.submit(call("second", "touch_after", str(marker), 0.0), attempt=1)
+    wait_until(backend, lambda events: any(e.kind == "started" and e.job_id == first for e in events))
+    backend.wait(0.0)  # the second call is handed to the busy worker now
+    backend.cancel(second)
+    done = results(drain(backend))
+    assert done[first].ok
+    assert done[second].failure is not None and done[second].failure.kind == "canceled"
+    assert not marker.exists()
+
+
+def test_call_handed_ahead_of_one_killed_at_walltime_still_runs(
+    make_backend: Callable[..., LocalBackend], tmp_path: Path,
+) -> None:
+    backend = make_backend(cores=1, python_workers=1)
+    marker = tmp_path / "ran"
+    slow = backend.submit(call("slow", "nap", 30, walltime=0.3), attempt=1)
+    after = backend.submit(call("after", "touch_after", str(marker), 0.0), attempt=1)
+    done = results(drain(backend))
+    assert done[slow].failure is not None and done[slow].failure.kind == "walltime"
+    assert done[after].ok and marker.exists()
