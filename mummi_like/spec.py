@@ -119,7 +119,9 @@ class ScaleSpec(StrictModel):
         default_factory=dict, description="The plugin's settings, validated with the plugin's `config_model`."
     )
     depends_on: list[str] = Field(
-        default_factory=list, description="Names of scales whose tasks must all be done before this one starts."
+        default_factory=list,
+        description="Names of scales this one builds on. The scale plugin sees their tasks and says which of them "
+        "each of its tasks waits for (the generic scales match shared parameters, Maestro-style).",
     )
     max_in_flight: int | None = Field(
         None, ge=1, description="Most tasks of this scale queued or running at once; none for no limit."

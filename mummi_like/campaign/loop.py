@@ -130,6 +130,42 @@ def request_cancel(directory: Path, tasks: list[str] | None = None, scales: list
     return path
 
 
+def labelled(scale: str, tasks: list[TaskSpec]) -> list[TaskSpec]:
+    """Make sure every task carries its scale's name, which status and policies group by."""
+    return [
+        task if task.labels.get("scale") == scale
+        else task.model_copy(update={"labels": {**task.labels, "scale": scale}})
+        for task in tasks
+    ]
+
+
+def build_scales(resolved: ResolvedCampaign, create_tasks: bool) -> tuple[dict[str, Scale], list[TaskSpec]]:
+    """Instantiate the scale plugins in dependency order and, for a new campaign, collect their tasks.
+
+    Raises
+    ------
+    CampaignError
+        A plugin failed to make its tasks; the message names the scale.
+    """
+    scales: dict[str, Scale] = {}
+    produced: dict[str, list[TaskSpec]] = {}
+    pending = list(resolved.scales)
+    while pending:
+        scale_spec = next(s for s in pending if all(dep in produced for dep in s.spec.depends_on))
+        pending.remove(scale_spec)
+        name = scale_spec.spec.name
+        context = ScaleContext(
+            name=name, campaign_dir=resolved.directory, spec_dir=resolved.spec_dir,
+            upstream={dep: produced[dep] for dep in scale_spec.spec.depends_on},
+        )
+        try:
+            scale = scales[name] = scale_spec.plugin(scale_spec.config, context)
+            produced[name] = labelled(name, scale.tasks()) if create_tasks else []
+        except (ValueError, KeyError, OSError) as error:
+            raise CampaignError(f"scale {name!r} ({scale_spec.spec.plugin}) could not make its tasks: {error}") from error
+    return scales, [task for tasks in produced.values() for task in tasks]
+
+
 class Campaign:
     """Runs a campaign to completion, persisting every state change.
 
@@ -147,7 +183,7 @@ class Campaign:
     #: A crash loses at most this much recent progress, which resume then runs again.
     commit_interval = 0.02
 
-    def __init__(self, resolved: ResolvedCampaign, store: Store, reporter: Reporter) -> None:
+    def __init__(self, resolved: ResolvedCampaign, store: Store, reporter: Reporter, scales: dict[str, Scale]) -> None:
         self.resolved = resolved
         self.directory = resolved.directory
         self.store = store
@@ -155,7 +191,7 @@ class Campaign:
         self.backend: Backend = resolved.backend(
             resolved.backend_config, self.directory, python_path=resolved.spec.python_path
         )
-        self.scales: dict[str, Scale] = {}
+        self.scales = scales
         limits = {scale.spec.name: scale.spec.max_in_flight for scale in resolved.scales}
         policy_config = resolved.policy_config or resolved.policy.config_model()
         self.policy: Policy = resolved.policy(policy_config, limits)
@@ -173,18 +209,36 @@ class Campaign:
 
     @classmethod
     def create(cls, resolved: ResolvedCampaign, spec_text: str, reporter: Reporter) -> Campaign:
-        """Start a new campaign directory from a validated spec."""
+        """Start a new campaign directory from a validated spec.
+
+        The scales make their tasks and the tasks are checked before anything is
+        written, so a spec whose tasks cannot be made leaves no directory behind.
+        """
         directory = resolved.directory
         if (directory / Store.FILENAME).exists():
             raise CampaignError(
                 f"{directory} already holds a campaign; continue it with `mummi-like resume {directory}` "
                 "or choose another directory with --dir"
             )
+        scales, tasks = build_scales(resolved, create_tasks=True)
+        budget = resolved.spec.budgets.max_tasks
+        if budget is not None and len(tasks) > budget:
+            raise CampaignError(
+                f"the scales create {len(tasks)} tasks but budgets.max_tasks is {budget}; "
+                "raise the budget or shrink the parameter sets"
+            )
+        cls._check_dependencies(tasks, known=set())
         directory.mkdir(parents=True, exist_ok=True)
         store = Store.open(directory)
         store.set_meta(SPEC_META, {"text": spec_text, "source": str(resolved.source)})
-        campaign = cls(resolved, store, reporter)
-        campaign._instantiate_scales(create_tasks=True)
+        campaign = cls(resolved, store, reporter, scales)
+        now = time.time()
+        store.add_tasks(tasks, now)
+        for task in tasks:
+            campaign.entries[task.id] = _Entry(task, TaskState.CREATED)
+            campaign.counts[task.scale][TaskState.CREATED.value] += 1
+        store.log_event("campaign-created", now, tasks=len(tasks))
+        store.flush()
         return campaign
 
     @classmethod
@@ -196,50 +250,8 @@ class Campaign:
         if saved is None:
             raise CampaignError(f"{directory} holds no campaign spec; it was not made by `mummi-like run`")
         resolved = load_spec_text(saved["text"], Path(saved["source"]), directory=directory)
-        campaign = cls(resolved, Store.open(directory), reporter)
-        campaign._instantiate_scales(create_tasks=False)
-        return campaign
-
-    def _instantiate_scales(self, create_tasks: bool) -> None:
-        """Build the scale plugins in dependency order; on a new campaign, record their tasks."""
-        produced: dict[str, list[TaskSpec]] = {}
-        pending = list(self.resolved.scales)
-        now = time.time()
-        while pending:
-            resolved = next(s for s in pending if all(dep in produced for dep in s.spec.depends_on))
-            pending.remove(resolved)
-            name = resolved.spec.name
-            context = ScaleContext(
-                name=name, campaign_dir=self.directory, spec_dir=self.resolved.spec_dir,
-                upstream={dep: produced[dep] for dep in resolved.spec.depends_on},
-            )
-            scale = resolved.plugin(resolved.config, context)
-            self.scales[name] = scale
-            produced[name] = scale.tasks() if create_tasks else []
-        if create_tasks:
-            tasks = [task for name in produced for task in self._labelled(name, produced[name])]
-            budget = self.resolved.spec.budgets.max_tasks
-            if budget is not None and len(tasks) > budget:
-                raise CampaignError(
-                    f"the scales create {len(tasks)} tasks but budgets.max_tasks is {budget}; "
-                    "raise the budget or shrink the parameter sets"
-                )
-            self._check_dependencies(tasks, known=set())
-            self.store.add_tasks(tasks, now)
-            for task in tasks:
-                self.entries[task.id] = _Entry(task, TaskState.CREATED)
-                self.counts[task.scale][TaskState.CREATED.value] += 1
-            self.store.log_event("campaign-created", now, tasks=len(tasks))
-            self.store.flush()
-
-    @staticmethod
-    def _labelled(scale: str, tasks: list[TaskSpec]) -> list[TaskSpec]:
-        """Make sure every task carries its scale's name, which status and policies group by."""
-        return [
-            task if task.labels.get("scale") == scale
-            else task.model_copy(update={"labels": {**task.labels, "scale": scale}})
-            for task in tasks
-        ]
+        scales, _ = build_scales(resolved, create_tasks=False)
+        return cls(resolved, Store.open(directory), reporter, scales)
 
     @staticmethod
     def _check_dependencies(tasks: list[TaskSpec], known: set[str]) -> None:
@@ -401,7 +413,7 @@ class Campaign:
 
     def _follow_up(self, entry: _Entry, result: TaskResult, now: float) -> None:
         """Record the tasks a scale creates from a result, within the max_tasks budget."""
-        new = self._labelled(entry.spec.scale, self.scales[entry.spec.scale].on_result(entry.spec, result))
+        new = labelled(entry.spec.scale, self.scales[entry.spec.scale].on_result(entry.spec, result))
         if not new:
             return
         budget = self.resolved.spec.budgets.max_tasks

@@ -215,3 +215,20 @@ def test_resume_after_clean_finish_runs_nothing_again(tmp_path: Path) -> None:
     assert summary.complete
     assert counter.read_text() == "1"
     assert summary.counts == {"work": {"done": 1}, "after": {"done": 1}}
+
+
+def test_scale_that_cannot_make_its_tasks_is_reported_and_leaves_nothing_behind(tmp_path: Path) -> None:
+    spec = write_spec(tmp_path / "spec", """
+        name: mismatch
+        scales:
+          - name: a
+            plugin: command
+            config: {argv: ["true"], parameters: {x: [1, 2]}}
+          - name: b
+            plugin: command
+            depends_on: [a]
+            config: {argv: ["true"], parameters: {x: [3]}}
+        """)
+    with pytest.raises(CampaignError, match=r"scale 'b' \(command\) could not make its tasks"):
+        run(spec, tmp_path / "run")
+    assert not (tmp_path / "run").exists()
