@@ -114,6 +114,19 @@ _TASK_COLUMNS = (
 )
 
 
+def _merge_update(earlier: tuple[Any, ...], later: tuple[Any, ...]) -> tuple[Any, ...]:
+    """One UPDATE row with the effect of applying ``earlier`` then ``later`` (rows as for ``_UPDATE_TASK``)."""
+    state, updated, attempt, failures, job_id = later[:5]
+    kept = (
+        attempt if attempt is not None else earlier[2],
+        failures if failures is not None else earlier[3],
+        job_id if job_id is not None else earlier[4],
+    )
+    outputs = later[5:13] if later[5] else earlier[5:13]
+    reason = later[13:15] if later[13] else earlier[13:15]
+    return (state, updated, *kept, *outputs, *reason, later[15])
+
+
 class StoreError(RuntimeError):
     """The campaign store cannot be opened, read or written; the message says what to do."""
 
@@ -196,7 +209,10 @@ class Store:
         # so flushing the lists one after the other, each in its own order,
         # writes the same data as replaying the calls one by one.
         self._new_tasks: list[tuple[Any, ...]] = []
-        self._updates: list[tuple[Any, ...]] = []
+        # One pending UPDATE per task: later transitions of a task within one flush are
+        # merged into it, so a task that is queued, runs and ends between two commits costs
+        # one row write instead of three (its history keeps every transition).
+        self._updates: dict[str, tuple[Any, ...]] = {}
         self._history: list[tuple[Any, ...]] = []
         self._events: list[tuple[Any, ...]] = []
         # Current attempt of every task this writer has added or moved, buffered
@@ -366,7 +382,9 @@ class Store:
                 result.stderr,
             )
         set_reason = int(result is not None or reason is not None)
-        self._updates.append((state_value, time, attempt, failures, job_id, *outputs, set_reason, reason, task_id))
+        row = (state_value, time, attempt, failures, job_id, *outputs, set_reason, reason, task_id)
+        earlier = self._updates.get(task_id)
+        self._updates[task_id] = row if earlier is None else _merge_update(earlier, row)
         self._history.append((task_id, history_attempt, state_value, time, info_json))
         self._attempts[task_id] = history_attempt
 
@@ -405,7 +423,7 @@ class Store:
             conn.execute("BEGIN IMMEDIATE")
             try:
                 conn.executemany(_INSERT_TASK, self._new_tasks)
-                conn.executemany(_UPDATE_TASK, self._updates)
+                conn.executemany(_UPDATE_TASK, self._updates.values())
                 conn.executemany(_INSERT_HISTORY, self._history)
                 conn.executemany(_INSERT_EVENT, self._events)
                 conn.execute("COMMIT")

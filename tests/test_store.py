@@ -41,7 +41,7 @@ def test_round_trip_of_add_transitions_and_result(store: Store) -> None:
     store.transition("t1", TaskState.RUNNING, 1.5, info={"host": "n1"})
     result = TaskResult(job_id="t1#1", ok=True, exit_code=0, value=2.0, started=1.0, ended=2.0, stdout="o", stderr="e")
     store.transition("t1", TaskState.DONE, 2.5, result=result)
-    assert store.flush() == 8  # 1 task + 3 updates + 4 history rows
+    assert store.flush() == 6  # 1 task + the 3 transitions merged into 1 update + 4 history rows
 
     record = store.get("t1")
     assert isinstance(record, TaskRecord)
@@ -52,6 +52,35 @@ def test_round_trip_of_add_transitions_and_result(store: Store) -> None:
     assert (record.exit_code, record.signal, record.reason, record.value) == (0, None, None, 2.0)
     assert (record.stdout, record.stderr) == ("o", "e")
     assert store.history("t1")[2] == (TaskState.RUNNING, 1, 1.5, {"host": "n1"})
+
+
+def test_transitions_merged_within_one_flush_equal_transitions_flushed_one_by_one(tmp_path: Path) -> None:
+    failed = TaskResult(job_id="t1#1", ok=False, exit_code=3, started=1.0, ended=2.0,
+                        failure=Failure(kind="exit", exit_code=3, message="exit code 3"))
+    done = TaskResult(job_id="t1#2", ok=True, exit_code=0, value=[1], started=3.0, ended=4.0)
+    steps = [
+        dict(state=TaskState.QUEUED, time=1.0, attempt=1, job_id="t1#1"),
+        dict(state=TaskState.RUNNING, time=1.5),
+        dict(state=TaskState.RETRYING, time=2.0, failures=1, result=failed),
+        dict(state=TaskState.QUEUED, time=2.5, attempt=2, job_id="t1#2"),
+        dict(state=TaskState.RUNNING, time=3.0, reason="only a note"),
+        dict(state=TaskState.DONE, time=4.0, result=done),
+    ]
+    records = []
+    for flush_each in (True, False):
+        with Store.open(tmp_path / str(flush_each)) as each:
+            each.add_tasks([spec("t1")], time=0.0)
+            for step in steps:
+                fields = dict(step)
+                each.transition("t1", fields.pop("state"), fields.pop("time"), **fields)
+                if flush_each:
+                    each.flush()
+            each.flush()
+            records.append((each.get("t1"), each.history("t1")))
+    assert records[0] == records[1]
+    record = records[1][0]
+    assert (record.state, record.attempt, record.failures, record.job_id) == (TaskState.DONE, 2, 1, "t1#2")
+    assert (record.exit_code, record.value, record.reason, record.started) == (0, [1], None, 3.0)
 
 
 def test_new_attempt_result_replaces_the_previous_outputs(store: Store) -> None:
