@@ -48,16 +48,18 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any, ClassVar
 
 from pydantic import Field
 
 from mummi_like.backends import pyworker
+from mummi_like.backends.channel import Channel
 from mummi_like.backends.base import Backend, BackendConfig, BackendEvent, Capacity
 from mummi_like.tasks import CallablePayload, Failure, TaskResult, TaskSpec
 
+#: Largest request handed to a busy worker ahead of time, below a socket pair's buffer.
+PREFETCH_LIMIT = 64 * 1024
 CAMPAIGN_VARIABLE = "MUMMI_LIKE_CAMPAIGN"
 JOB_VARIABLE = "MUMMI_LIKE_JOB_ID"
 
@@ -99,7 +101,7 @@ class LocalConfig(BackendConfig):
 @dataclass(eq=False)
 class _Worker:
     process: subprocess.Popen[bytes]
-    conn: Connection
+    conn: Channel
     job: _Job | None = None
     next: _Job | None = None  # handed over ahead of time; starts when `job` ends
 
@@ -288,7 +290,10 @@ class LocalBackend(Backend):
         """Start waiting tasks that fit, honouring reservations of tasks bypassed too often."""
         free_cores = self._free_cores
         free_gpus = len(self._free_gpus)
-        if not self._waiting or (free_cores == 0 and free_gpus == 0):
+        if not self._waiting:
+            return
+        if free_cores == 0 and free_gpus == 0:
+            self._prefetch()
             return
         # Workers are spawned on demand, up to python_workers: a campaign of executables pays for none.
         idle_workers = len(self._idle_workers) + self._max_workers - len(self._workers)
@@ -339,9 +344,12 @@ class LocalBackend(Backend):
             if (current is None or worker.next is not None or current.gpu_ids or current.stop_reason is not None
                     or current.task.resources.cores != head.task.resources.cores):
                 continue
+            frame = self._call_frame(head)
+            if len(frame) > PREFETCH_LIMIT:
+                return  # a busy worker does not read: a large request could block the coordinator
             del self._waiting[0]
             worker.next = head
-            self._send_call(worker, head)
+            self._send_call(worker, head, frame)
 
     def _occupy(self, job: _Job, started: float) -> None:
         """Reserve the job's cores and GPUs from now on, and report it started."""
@@ -364,12 +372,16 @@ class LocalBackend(Backend):
         env.update(job.task.payload.env)
         return env
 
-    def _send_call(self, worker: _Worker, job: _Job) -> None:
+    def _call_frame(self, job: _Job) -> bytes:
+        """The encoded request that asks a worker to run ``job``."""
         payload = job.task.payload
         assert isinstance(payload, CallablePayload)
+        return Channel.encode((job.job_id, payload.function, payload.args, payload.kwargs, self._environment(job),
+                               job.workdir, job.stdout, job.stderr))
+
+    def _send_call(self, worker: _Worker, job: _Job, frame: bytes | None = None) -> None:
         job.worker = worker
-        worker.conn.send((job.job_id, payload.function, payload.args, payload.kwargs, self._environment(job),
-                          job.workdir, job.stdout, job.stderr))
+        worker.conn.send_encoded(frame or self._call_frame(job))
 
     def _launch(self, job: _Job) -> None:
         self._occupy(job, time.time())
@@ -616,7 +628,7 @@ class LocalBackend(Backend):
             pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL, env=self._base_env,
         )
         theirs.close()
-        worker = _Worker(process, Connection(ours.detach()))
+        worker = _Worker(process, Channel(ours.detach()))
         self._workers.append(worker)
         self._selector.register(worker.conn, selectors.EVENT_READ, worker)
         return worker

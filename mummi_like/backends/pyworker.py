@@ -7,7 +7,7 @@ task's working directory, with its stdout and stderr (file descriptors 1 and 2,
 so output of C extensions is captured too) sent to the task's files, and with
 the task's environment variables set only for the duration of the call.
 
-Messages are plain tuples over a :mod:`multiprocessing` pipe; return values
+Messages are plain tuples over a :class:`~mummi_like.backends.channel.Channel`; return values
 cross back as JSON text so that the coordinator never unpickles user objects.
 """
 
@@ -23,8 +23,9 @@ import time
 import traceback
 from collections import deque
 from collections.abc import Callable
-from multiprocessing.connection import Connection
 from typing import Any, NamedTuple
+
+from mummi_like.backends.channel import Channel
 
 #: Environment variables that cap library thread pools; workers default them to
 #: one thread per reserved core because oversubscribed BLAS/OpenMP pools run many
@@ -201,7 +202,7 @@ class Inbox:
     sent before the call begins is honoured and the call never runs.
     """
 
-    def __init__(self, conn: Connection) -> None:
+    def __init__(self, conn: Channel) -> None:
         self.conn = conn
         self.queue: deque[Any] = deque()
         self.canceled: set[str] = set()
@@ -223,7 +224,7 @@ class Inbox:
         return self.queue.popleft()
 
 
-def serve(conn: Connection, scratch: str, python_path: list[str], parent_pid: int) -> None:
+def serve(conn: Channel, scratch: str, python_path: list[str], parent_pid: int) -> None:
     """Serve call requests until the socket closes or a ``None`` request arrives."""
     sys.path[:0] = python_path
     for name in THREAD_VARIABLES:
@@ -252,4 +253,4 @@ def serve(conn: Connection, scratch: str, python_path: list[str], parent_pid: in
 
 if __name__ == "__main__":
     # argv: socket file descriptor, coordinator pid, scratch folder, then folders to put on sys.path.
-    serve(Connection(int(sys.argv[1])), sys.argv[3], sys.argv[4:], int(sys.argv[2]))
+    serve(Channel(int(sys.argv[1])), sys.argv[3], sys.argv[4:], int(sys.argv[2]))
