@@ -30,7 +30,7 @@ from typing import Any
 
 from mummi_like.tasks import TaskResult, TaskSpec, TaskState
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 """Stored in ``PRAGMA user_version``; a store written by another layout is refused, not misread."""
 
 BUSY_TIMEOUT_S = 30.0
@@ -44,7 +44,6 @@ CREATE TABLE tasks (
     attempt   INTEGER NOT NULL,
     failures  INTEGER NOT NULL,
     job_id    TEXT,
-    spec      TEXT NOT NULL,
     created   REAL NOT NULL,
     updated   REAL NOT NULL,
     started   REAL,
@@ -57,6 +56,11 @@ CREATE TABLE tasks (
     stderr    TEXT
 );
 CREATE INDEX tasks_state ON tasks(state);
+-- Specs apart from the task rows that every transition rewrites: a spec is written once.
+CREATE TABLE specs (
+    id   TEXT PRIMARY KEY,
+    spec TEXT NOT NULL
+) WITHOUT ROWID;
 CREATE INDEX tasks_scale ON tasks(scale);
 CREATE TABLE history (
     seq     INTEGER PRIMARY KEY,
@@ -79,9 +83,8 @@ CREATE TABLE meta (
 );
 """
 
-_INSERT_TASK = (
-    "INSERT INTO tasks (id, scale, state, attempt, failures, spec, created, updated) VALUES (?, ?, ?, 0, 0, ?, ?, ?)"
-)
+_INSERT_TASK = "INSERT INTO tasks (id, scale, state, attempt, failures, created, updated) VALUES (?, ?, ?, 0, 0, ?, ?)"
+_INSERT_SPEC = "INSERT INTO specs (id, spec) VALUES (?, ?)"
 
 # One statement for every transition, so that a flush runs all of them, in order,
 # in a single executemany. Optional fields keep their value when passed NULL
@@ -109,9 +112,10 @@ _INSERT_HISTORY = "INSERT INTO history (task_id, attempt, state, time, info) VAL
 _INSERT_EVENT = "INSERT INTO events (time, kind, data) VALUES (?, ?, ?)"
 
 _TASK_COLUMNS = (
-    "spec, state, attempt, failures, job_id, created, updated, started, ended, "
+    "specs.spec, state, attempt, failures, job_id, created, updated, started, ended, "
     "exit_code, signal, reason, value, stdout, stderr"
 )
+_TASKS_WITH_SPECS = "tasks JOIN specs ON specs.id = tasks.id"
 
 
 def _merge_update(earlier: tuple[Any, ...], later: tuple[Any, ...]) -> tuple[Any, ...]:
@@ -312,7 +316,7 @@ class Store:
         if committed is not None:
             raise ValueError(f"task {committed[0]!r} is already in campaign store {self.path}")
         created = TaskState.CREATED.value
-        self._new_tasks.extend((s.id, s.scale, created, s.model_dump_json(), time, time) for s in batch)
+        self._new_tasks.extend((s.id, s.model_dump_json(), s.scale, created, time, time) for s in batch)
         self._history.extend((s.id, 0, created, time, None) for s in batch)
         self._attempts.update(dict.fromkeys(ids, 0))
 
@@ -422,7 +426,8 @@ class Store:
         try:
             conn.execute("BEGIN IMMEDIATE")
             try:
-                conn.executemany(_INSERT_TASK, self._new_tasks)
+                conn.executemany(_INSERT_TASK, (row[:1] + row[2:] for row in self._new_tasks))
+                conn.executemany(_INSERT_SPEC, ((row[0], row[1]) for row in self._new_tasks))
                 conn.executemany(_UPDATE_TASK, self._updates.values())
                 conn.executemany(_INSERT_HISTORY, self._history)
                 conn.executemany(_INSERT_EVENT, self._events)
@@ -484,7 +489,9 @@ class Store:
         KeyError
             When no such task was flushed.
         """
-        row = self._conn.execute(f"SELECT {_TASK_COLUMNS} FROM tasks WHERE id = ?", (task_id,)).fetchone()
+        row = self._conn.execute(
+            f"SELECT {_TASK_COLUMNS} FROM {_TASKS_WITH_SPECS} WHERE tasks.id = ?", (task_id,)
+        ).fetchone()
         if row is None:
             raise KeyError(f"no task {task_id!r} in campaign store {self.path}")
         return self._record(row)
@@ -501,7 +508,7 @@ class Store:
             clauses.append("scale = ?")
             params.append(scale)
         where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
-        rows = self._conn.execute(f"SELECT {_TASK_COLUMNS} FROM tasks{where} ORDER BY rowid", params)
+        rows = self._conn.execute(f"SELECT {_TASK_COLUMNS} FROM {_TASKS_WITH_SPECS}{where} ORDER BY tasks.rowid", params)
         return [self._record(row) for row in rows]
 
     def task_ids(self) -> set[str]:
