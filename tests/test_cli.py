@@ -112,11 +112,17 @@ def test_sigterm_stops_cleanly_with_exit_3_and_resume_finishes(tmp_path: Path) -
     assert counts(directory) == {"done": 12}
 
 
-def test_cancel_reaches_the_running_coordinator(tmp_path: Path) -> None:
-    spec = spec_file(tmp_path, LOGGED.format(log=tmp_path / "log", seconds=30, indices=list(range(5))))
+def start_long_tasks(tmp_path: Path, count: int) -> tuple[Path, subprocess.Popen[str]]:
+    """A coordinator running ``count`` 30-second tasks, returned once two of them run."""
+    spec = spec_file(tmp_path, LOGGED.format(log=tmp_path / "log", seconds=30, indices=list(range(count))))
     directory = tmp_path / "run"
     coordinator = start("run", spec, "--dir", directory, "--quiet")
     wait_until(lambda: counts(directory).get("running", 0) == 2, what="2 tasks running")
+    return directory, coordinator
+
+
+def test_cancel_reaches_the_running_coordinator(tmp_path: Path) -> None:
+    directory, coordinator = start_long_tasks(tmp_path, 5)
     began = time.monotonic()
     assert "asked the running coordinator to cancel" in mummi("cancel", directory, check=True).stdout
     coordinator.communicate(timeout=30)
@@ -126,10 +132,7 @@ def test_cancel_reaches_the_running_coordinator(tmp_path: Path) -> None:
 
 
 def test_cancel_without_coordinator_marks_the_rest_canceled(tmp_path: Path) -> None:
-    spec = spec_file(tmp_path, LOGGED.format(log=tmp_path / "log", seconds=30, indices=list(range(4))))
-    directory = tmp_path / "run"
-    coordinator = start("run", spec, "--dir", directory, "--quiet")
-    wait_until(lambda: counts(directory).get("running", 0) == 2, what="2 tasks running")
+    directory, coordinator = start_long_tasks(tmp_path, 4)
     coordinator.send_signal(signal.SIGKILL)
     coordinator.wait()
     result = mummi("cancel", directory, "--scale", "work", check=True)

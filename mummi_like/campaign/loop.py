@@ -179,6 +179,8 @@ class Campaign:
     max_backend_jobs = 20_000
     #: Seconds between checks for control requests when the loop is busy.
     control_interval = 0.5
+    #: Longest the loop blocks waiting for the backend when it has nothing else to do.
+    idle_wait = 0.2
     #: Seconds between commits: one transaction holds every change of the ticks in between.
     #: A crash loses at most this much recent progress, which resume then runs again.
     commit_interval = 0.02
@@ -204,6 +206,7 @@ class Campaign:
         self.counts: dict[str, Counter[str]] = {scale.spec.name: Counter() for scale in resolved.scales}
         self._stop_reason: str | None = None
         self._dropped_followups = 0
+        self._chunk_was_full = True
 
     # -- construction ---------------------------------------------------------------------------
 
@@ -255,15 +258,34 @@ class Campaign:
 
     @staticmethod
     def _check_dependencies(tasks: list[TaskSpec], known: set[str]) -> None:
-        ids = {task.id for task in tasks} | known
-        if len(ids) < len(tasks) + len(known):
-            seen: set[str] = set()
-            duplicate = next(task.id for task in tasks if task.id in seen or seen.add(task.id) or task.id in known)
-            raise CampaignError(f"two tasks share the id {duplicate!r}; task ids must be unique in a campaign")
+        """Refuse duplicate ids, dependencies on unknown tasks, and dependency cycles among ``tasks``."""
+        ids = set(known)
+        for task in tasks:
+            if task.id in ids:
+                raise CampaignError(f"two tasks share the id {task.id!r}; task ids must be unique in a campaign")
+            ids.add(task.id)
         for task in tasks:
             missing = [dep for dep in task.depends_on if dep not in ids]
             if missing:
                 raise CampaignError(f"task {task.id!r} depends on unknown task(s) {', '.join(missing)}")
+        unmet = {task.id: sum(dep not in known for dep in task.depends_on) for task in tasks}
+        dependents: dict[str, list[str]] = defaultdict(list)
+        for task in tasks:
+            for dep in task.depends_on:
+                if dep not in known:
+                    dependents[dep].append(task.id)
+        free = [task_id for task_id, count in unmet.items() if count == 0]
+        while free:
+            for dependent in dependents[free.pop()]:
+                unmet[dependent] -= 1
+                if unmet[dependent] == 0:
+                    free.append(dependent)
+        cyclic = sorted(task_id for task_id, count in unmet.items() if count)
+        if cyclic:
+            raise CampaignError(
+                f"tasks {', '.join(cyclic[:5])}{' ...' if len(cyclic) > 5 else ''} depend on each other in a cycle "
+                "and could never start"
+            )
 
     # -- the loop --------------------------------------------------------------------------------
 
@@ -277,7 +299,7 @@ class Campaign:
             self.reporter.update(self.counts, force=True)
             next_control = next_commit = 0.0
             while not self._finished():
-                events = self.backend.wait(0.0 if self._can_submit() else 0.2)
+                events = self.backend.wait(self._wait_timeout(next_commit))
                 for event in events:
                     self._on_event(event)
                 now = time.monotonic()
@@ -361,15 +383,26 @@ class Campaign:
     def _finished(self) -> bool:
         return not self.jobs and not any(self.ready.values())
 
-    def _can_submit(self) -> bool:
-        return any(self.ready.values()) and self.backend.active_jobs() < self.max_backend_jobs
+    def _wait_timeout(self, next_commit: float) -> float:
+        """How long the backend may block: not at all while a full chunk is waiting to be
+        submitted, and no later than the next commit while changes are buffered."""
+        if self._chunk_was_full:
+            return 0.0
+        if self.store.pending():
+            return min(self.idle_wait, max(0.0, next_commit - time.monotonic()))
+        return self.idle_wait
 
     def _submit(self) -> None:
         room = min(self.submit_chunk, self.max_backend_jobs - self.backend.active_jobs())
         if room <= 0:
+            self._chunk_was_full = False
             return
         now = time.time()
-        for spec in self.policy.admit(self.ready, self.in_flight, room):
+        admitted = self.policy.admit(self.ready, self.in_flight, room)
+        # Fewer than asked means the policy holds the rest back (max_in_flight): only an
+        # event can change that, so the loop may block instead of spinning.
+        self._chunk_was_full = len(admitted) == room
+        for spec in admitted:
             entry = self.entries[spec.id]
             attempt = entry.attempt + 1
             try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,7 @@ from mummi_like.campaign.loop import Campaign, CampaignError, Summary, coordinat
 from mummi_like.campaign.reporting import Reporter
 from mummi_like.spec import load_spec_text
 from mummi_like.store import Store
-from mummi_like.tasks import TaskState
+from mummi_like.tasks import TaskSpec, TaskState
 
 HERE = Path(__file__).parent
 
@@ -232,3 +233,43 @@ def test_scale_that_cannot_make_its_tasks_is_reported_and_leaves_nothing_behind(
     with pytest.raises(CampaignError, match=r"scale 'b' \(command\) could not make its tasks"):
         run(spec, tmp_path / "run")
     assert not (tmp_path / "run").exists()
+
+
+def test_loop_blocks_instead_of_spinning_while_the_policy_holds_tasks_back(tmp_path: Path) -> None:
+    spec = write_spec(tmp_path / "spec", """
+        name: patient
+        backend: {config: {cores: 2}}
+        scales:
+          - name: slow
+            plugin: command
+            max_in_flight: 1
+            config: {argv: ["sleep", "0.4"], parameters: {i: [0, 1, 2]}}
+        """)
+    wall, cpu = time.monotonic(), time.process_time()
+    assert run(spec, tmp_path / "run").complete
+    wall, cpu = time.monotonic() - wall, time.process_time() - cpu
+    assert wall >= 1.2
+    assert cpu < 0.3 * wall, f"the coordinator used {cpu:.2f} s of CPU in {wall:.2f} s: it is spinning"
+
+
+def make_task(task_id: str, *depends_on: str) -> TaskSpec:
+    return TaskSpec(id=task_id, payload={"kind": "executable", "argv": ["true"]}, workdir=f"t/{task_id}",
+                    depends_on=list(depends_on))
+
+
+@pytest.mark.parametrize(("tasks", "known", "message"), [
+    ([make_task("a"), make_task("a")], set(), "two tasks share the id 'a'"),
+    ([make_task("a")], {"a"}, "two tasks share the id 'a'"),
+    ([make_task("a", "ghost")], set(), r"task 'a' depends on unknown task\(s\) ghost"),
+    ([make_task("a", "c"), make_task("b", "a"), make_task("c", "b"), make_task("d")], set(),
+     "tasks a, b, c depend on each other in a cycle"),
+])
+def test_task_graph_errors_are_refused_before_anything_runs(
+    tasks: list[TaskSpec], known: set[str], message: str,
+) -> None:
+    with pytest.raises(CampaignError, match=message):
+        Campaign._check_dependencies(tasks, known)
+
+
+def test_task_graph_may_build_on_tasks_already_known() -> None:
+    Campaign._check_dependencies([make_task("b", "a"), make_task("c", "a", "b")], known={"a"})

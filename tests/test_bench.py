@@ -1,0 +1,20 @@
+"""The benchmarks still run (at a tiny scale); their figures are read by people, not asserted."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+BENCH = Path(__file__).parents[1] / "bench"
+
+
+def test_overhead_benchmark_prints_every_engine_and_ratio() -> None:
+    result = subprocess.run(
+        [sys.executable, str(BENCH / "overhead.py"), "--scale", "0.02", "--repeat", "1"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    for row in ("(a) no-op Python", "(b) /bin/true", "(c) 3-task chains", "mummi-like local",
+                "ProcessPoolExecutor", "serial Popen+wait", "x ideal"):
+        assert row in result.stdout
