@@ -35,6 +35,7 @@ from typing import Any
 from mummi_like.backends.base import Backend, BackendEvent, UnsatisfiableRequest
 from mummi_like.campaign.policy import Policy
 from mummi_like.campaign.reporting import Reporter
+from mummi_like.campaign.stats import LoopStats
 from mummi_like.scale import Scale, ScaleContext
 from mummi_like.spec import ResolvedCampaign, load_spec_text
 from mummi_like.store import Store
@@ -294,20 +295,25 @@ class Campaign:
         started = time.time()
         with coordinator_lock(self.directory), self._stop_on_signals(), self.backend:
             self._load()
-            self.store.log_event("coordinator-started", time.time(), pid=os.getpid())
+            capacity = self.backend.capacity()
+            self.store.log_event("coordinator-started", time.time(), pid=os.getpid(), backend=self.backend.name,
+                                 nodes=capacity.nodes, cores=capacity.nodes * capacity.cores_per_node,
+                                 gpus=capacity.nodes * capacity.gpus_per_node)
+            stats = LoopStats(self.store)
             self.store.flush()
             self.reporter.update(self.counts, force=True)
             next_control = next_commit = 0.0
             while not self._finished():
                 events = self.backend.wait(self._wait_timeout(next_commit))
+                received = time.perf_counter()
                 for event in events:
                     self._on_event(event)
                 now = time.monotonic()
                 if now >= next_control:
                     self._check_control(started)
                     next_control = now + self.control_interval
-                if self._stop_reason is None:
-                    self._submit()
+                submitted = self._submit() if self._stop_reason is None else 0
+                stats.record(len(events), submitted, time.perf_counter() - received)
                 if now >= next_commit:
                     self.store.flush()
                     next_commit = now + self.commit_interval
@@ -315,6 +321,7 @@ class Campaign:
                 if self._stop_reason is not None:
                     self._interrupt()
                     break
+            stats.write()
             if self._dropped_followups:
                 self.store.log_event("budget-exhausted", time.time(), dropped_followups=self._dropped_followups)
             self.store.log_event("coordinator-stopped", time.time(), reason=self._stop_reason)
@@ -392,11 +399,12 @@ class Campaign:
             return min(self.idle_wait, max(0.0, next_commit - time.monotonic()))
         return self.idle_wait
 
-    def _submit(self) -> None:
+    def _submit(self) -> int:
+        """Hand the tasks the policy admits to the backend; return how many were handed over."""
         room = min(self.submit_chunk, self.max_backend_jobs - self.backend.active_jobs())
         if room <= 0:
             self._chunk_was_full = False
-            return
+            return 0
         now = time.time()
         admitted = self.policy.admit(self.ready, self.in_flight, room)
         # Fewer than asked means the policy holds the rest back (max_in_flight): only an
@@ -414,6 +422,7 @@ class Campaign:
             self.jobs[job_id] = entry
             self.in_flight[spec.scale] += 1
             self._set(entry, TaskState.QUEUED, now, attempt=attempt, job_id=job_id)
+        return len(admitted)
 
     def _on_event(self, event: BackendEvent) -> None:
         entry = self.jobs.get(event.job_id)
