@@ -28,6 +28,7 @@ test: venv
 
 bench: venv
 	OMP_NUM_THREADS=1 $(BIN)/python bench/overhead.py
+	OMP_NUM_THREADS=1 $(BIN)/python bench/utilization.py --report runs/bench-utilization-report
 
 clean-venv:
 	rm -rf $(VENV)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -26,13 +25,15 @@ from mummi_like.campaign.loop import (
     coordinator_running,
     request_cancel,
 )
-from mummi_like.campaign.reporting import JsonReporter, Reporter, RichReporter, SummaryReporter
+from mummi_like.campaign.reporting import JsonReporter, Reporter, RichReporter, SummaryReporter, tail_lines
 from mummi_like.spec import SpecError, load_spec
 from mummi_like.store import Store, StoreError
 from mummi_like.tasks import TaskState
+from mummi_like.telemetry import read_telemetry, recent_utilization, steady_state_utilization
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_STOPPED = 0, 1, 2, 3
 STDERR_LINES = 5
+RECENT_SECONDS = 60.0
 
 
 def _reporter(args: argparse.Namespace) -> Reporter:
@@ -61,22 +62,23 @@ def cmd_resume(args: argparse.Namespace) -> int:
     return _exit_code(Campaign.resume(Path(args.directory).resolve(), _reporter(args)).run())
 
 
-def _tail(path: str | None, lines: int) -> list[str]:
-    if not path or not os.path.exists(path):
-        return []
-    with open(path, "rb") as handle:
-        handle.seek(max(0, os.path.getsize(path) - 8192))
-        return handle.read().decode(errors="replace").splitlines()[-lines:]
-
-
 def status_report(directory: Path) -> dict[str, object]:
     """Counts per scale and state, running tasks and failures, read without disturbing a live coordinator."""
     with Store.open(directory, readonly=True) as store:
         running = store.tasks(states=[TaskState.RUNNING])
         failed = store.tasks(states=[TaskState.FAILED])
+        live = coordinator_running(directory)
+        telemetry = read_telemetry(store)
         return {
             "directory": str(directory),
-            "coordinator_running": coordinator_running(directory),
+            "coordinator_running": live,
+            "utilization": {
+                # Without a live coordinator, tasks recorded running are stale (it crashed): no recent figure.
+                "recent": recent_utilization(telemetry, RECENT_SECONDS) if live else None,
+                "steady_state": steady_state_utilization(telemetry),
+                "cores": telemetry.cores,
+                "gpus": telemetry.gpus,
+            },
             "counts": store.counts(),
             "running": [
                 {"task": r.id, "scale": r.spec.scale, "job_id": r.job_id, "attempt": r.attempt, "started": r.started}
@@ -84,10 +86,24 @@ def status_report(directory: Path) -> dict[str, object]:
             ],
             "failures": [
                 {"task": r.id, "scale": r.spec.scale, "attempts": r.attempt, "reason": r.reason,
-                 "stderr": r.stderr, "stderr_tail": _tail(r.stderr, STDERR_LINES)}
+                 "stderr": r.stderr, "stderr_tail": tail_lines(r.stderr, STDERR_LINES)}
                 for r in failed
             ],
         }
+
+
+def _utilization_line(utilization: dict[str, float | int | None]) -> str | None:
+    """The status line, e.g. ``utilization: 97.5% of 8 cores busy over the last 60 s; steady state 98.9%``.
+
+    Parts not known (``None``) are left out; ``None`` when nothing is known.
+    """
+    recent, steady, cores = utilization["recent"], utilization["steady_state"], utilization["cores"]
+    if recent is not None:
+        line = f"utilization: {100 * recent:.1f}% of {cores} cores busy over the last {RECENT_SECONDS:g} s"
+        return line if steady is None else f"{line}; steady state {100 * steady:.1f}%"
+    if steady is not None:
+        return f"utilization: steady state {100 * steady:.1f}% of {cores} cores"
+    return None
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -108,6 +124,9 @@ def cmd_status(args: argparse.Namespace) -> int:
     for scale, by_state in sorted(counts.items()):
         table.add_row(scale, *(str(by_state.get(state, 0)) for state in states))
     console.print(table)
+    line = _utilization_line(report["utilization"])  # type: ignore[arg-type]
+    if line:
+        console.print(line, highlight=False, soft_wrap=True)
     for task in report["running"]:  # type: ignore[attr-defined]
         console.print(f"running {task['task']} (job {task['job_id']}, attempt {task['attempt']})", soft_wrap=True)
     for failure in report["failures"]:  # type: ignore[attr-defined]
@@ -128,6 +147,15 @@ def cmd_cancel(args: argparse.Namespace) -> int:
     campaign = Campaign.resume(directory, Reporter())
     count = campaign.cancel_offline(args.task, args.scale)
     print(f"canceled {count} task(s) in {directory}")
+    return EXIT_OK
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    """Write a campaign's report (PNG figures and a self-contained index.html); the campaign may be running."""
+    from mummi_like.report import write_report_files  # matplotlib loads only for this command
+
+    index, pngs = write_report_files(Path(args.directory).resolve(), args.out)
+    print(f"{index} ({len(pngs)} PNG figure(s) in {index.parent})")
     return EXIT_OK
 
 
@@ -184,6 +212,11 @@ def build_parser() -> argparse.ArgumentParser:
     cancel.add_argument("--task", action="append", help="a task id (repeatable)")
     cancel.add_argument("--scale", action="append", help="a scale name (repeatable)")
     cancel.set_defaults(handler=cmd_cancel)
+
+    report = commands.add_parser("report", help="write PNG figures and a self-contained HTML report")
+    report.add_argument("directory", type=Path)
+    report.add_argument("--out", type=Path, help="folder to write into (default: DIRECTORY/report)")
+    report.set_defaults(handler=cmd_report)
 
     validate = commands.add_parser("validate", help="check a spec and report every error")
     validate.add_argument("spec", type=Path)

@@ -537,6 +537,15 @@ class Store:
             self.get(task_id)  # raises KeyError for an unknown task
         return [(TaskState(s), a, t, {} if i is None else json.loads(i)) for s, a, t, i in rows]
 
+    def all_history(self) -> list[tuple[str, int, TaskState, float]]:
+        """Committed ``(task_id, attempt, state, time)`` of every history row, in the order written.
+
+        One query, so the rows form one consistent snapshot even while a
+        coordinator writes; telemetry rebuilds intervals and queue depth from it.
+        """
+        rows = self._conn.execute("SELECT task_id, attempt, state, time FROM history ORDER BY seq")
+        return [(task_id, attempt, TaskState(state), time) for task_id, attempt, state, time in rows]
+
     def events(self, since: int = 0, kind: str | None = None) -> list[tuple[int, float, str, dict[str, Any]]]:
         """Committed events ``(seq, time, kind, data)`` with ``seq > since``, oldest first.
 

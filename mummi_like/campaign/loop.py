@@ -32,6 +32,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from mummi_like import events
 from mummi_like.backends.base import Backend, BackendEvent, UnsatisfiableRequest
 from mummi_like.campaign.policy import Policy
 from mummi_like.campaign.reporting import Reporter
@@ -241,7 +242,7 @@ class Campaign:
         for task in tasks:
             campaign.entries[task.id] = _Entry(task, TaskState.CREATED)
             campaign.counts[task.scale][TaskState.CREATED.value] += 1
-        store.log_event("campaign-created", now, tasks=len(tasks))
+        store.log_event(events.CAMPAIGN_CREATED, now, tasks=len(tasks))
         store.flush()
         return campaign
 
@@ -296,7 +297,7 @@ class Campaign:
         with coordinator_lock(self.directory), self._stop_on_signals(), self.backend:
             self._load()
             capacity = self.backend.capacity()
-            self.store.log_event("coordinator-started", time.time(), pid=os.getpid(), backend=self.backend.name,
+            self.store.log_event(events.COORDINATOR_STARTED, time.time(), pid=os.getpid(), backend=self.backend.name,
                                  nodes=capacity.nodes, cores=capacity.nodes * capacity.cores_per_node,
                                  gpus=capacity.nodes * capacity.gpus_per_node)
             stats = LoopStats(self.store)
@@ -304,16 +305,16 @@ class Campaign:
             self.reporter.update(self.counts, force=True)
             next_control = next_commit = 0.0
             while not self._finished():
-                events = self.backend.wait(self._wait_timeout(next_commit))
+                happened = self.backend.wait(self._wait_timeout(next_commit))
                 received = time.perf_counter()
-                for event in events:
+                for event in happened:
                     self._on_event(event)
                 now = time.monotonic()
                 if now >= next_control:
                     self._check_control(started)
                     next_control = now + self.control_interval
                 submitted = self._submit() if self._stop_reason is None else 0
-                stats.record(len(events), submitted, time.perf_counter() - received)
+                stats.record(len(happened), submitted, time.perf_counter() - received)
                 if now >= next_commit:
                     self.store.flush()
                     next_commit = now + self.commit_interval
@@ -323,8 +324,8 @@ class Campaign:
                     break
             stats.write()
             if self._dropped_followups:
-                self.store.log_event("budget-exhausted", time.time(), dropped_followups=self._dropped_followups)
-            self.store.log_event("coordinator-stopped", time.time(), reason=self._stop_reason)
+                self.store.log_event(events.BUDGET_EXHAUSTED, time.time(), dropped_followups=self._dropped_followups)
+            self.store.log_event(events.COORDINATOR_STOPPED, time.time(), reason=self._stop_reason)
             self.store.flush()
         summary = Summary(self.directory, self.store.counts(), time.time() - started, self._stop_reason, self.failed)
         self.reporter.update(self.counts, force=True)
@@ -545,7 +546,7 @@ class Campaign:
             if entry.state is TaskState.CREATED and entry.unmet and matches(entry.spec):
                 self._set(entry, TaskState.CANCELED, now, reason="canceled by request")
                 count += 1
-        self.store.log_event("cancel-requested", now, tasks=sorted(wanted_tasks), scales=sorted(wanted_scales), count=count)
+        self.store.log_event(events.CANCEL_REQUESTED, now, tasks=sorted(wanted_tasks), scales=sorted(wanted_scales), count=count)
         return count
 
     def cancel_offline(self, tasks: list[str] | None = None, scales: list[str] | None = None) -> int:

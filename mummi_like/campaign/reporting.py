@@ -8,6 +8,7 @@ does not spend its time drawing.
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from collections.abc import Mapping
@@ -117,6 +118,18 @@ class JsonReporter(Reporter):
             "stopped_because": summary.stopped_because, "counts": summary.counts,
             "failures": [{"task": task, "reason": reason} for task, reason in summary.failures],
         })
+
+
+def tail_lines(path: str | None, lines: int) -> list[str]:
+    """The last ``lines`` lines of a task's output file (read from its last 8 KiB); none if it is missing."""
+    if not path or not os.path.isfile(path):
+        return []
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(max(0, os.path.getsize(path) - 8192))
+            return handle.read().decode(errors="replace").splitlines()[-lines:]
+    except OSError:
+        return []
 
 
 def print_summary(summary: Summary, console: Console) -> None:

@@ -13,9 +13,8 @@ from __future__ import annotations
 import statistics
 import time
 
+from mummi_like import events
 from mummi_like.store import Store
-
-LOOP_STATS_EVENT = "loop-stats"
 
 
 class LoopStats:
@@ -46,7 +45,7 @@ class LoopStats:
         if self._ticks:
             reactions = sorted(self._reactions)
             self.store.log_event(
-                LOOP_STATS_EVENT, time.time(),
+                events.LOOP_STATS, time.time(),
                 window=now - self._window_start, ticks=self._ticks, events=self._events, submitted=self._submitted,
                 reaction_ms_p50=1000 * statistics.median(reactions) if reactions else None,
                 reaction_ms_p95=1000 * reactions[int(0.95 * (len(reactions) - 1))] if reactions else None,

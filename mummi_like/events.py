@@ -1,0 +1,19 @@
+"""Kinds of the campaign-level events the coordinator writes to the store's event log.
+
+Writers (the loop) and readers (telemetry, reports) name them from here, so a
+renamed event cannot silently empty a report. Plugins may log events of their
+own kinds; any event with a numeric ``duration`` field is summarised in reports.
+"""
+
+COORDINATOR_STARTED = "coordinator-started"
+"""A coordinator took over the campaign; carries the backend's capacity (nodes, cores, gpus)."""
+COORDINATOR_STOPPED = "coordinator-stopped"
+"""The coordinator left the loop; carries why it stopped early (``reason``), if it did."""
+CAMPAIGN_CREATED = "campaign-created"
+"""The campaign's initial tasks were recorded."""
+LOOP_STATS = "loop-stats"
+"""A window of the loop's reaction times (see :mod:`mummi_like.campaign.stats`)."""
+CANCEL_REQUESTED = "cancel-requested"
+"""Tasks were canceled on request."""
+BUDGET_EXHAUSTED = "budget-exhausted"
+"""Follow-up tasks were dropped because ``budgets.max_tasks`` was reached."""
