@@ -181,6 +181,8 @@ class Campaign:
     max_backend_jobs = 20_000
     #: Seconds between checks for control requests when the loop is busy.
     control_interval = 0.5
+    #: Seconds between the loop's reaction-time summaries in the event log; None switches them off.
+    stats_interval: float | None = 5.0
     #: Longest the loop blocks waiting for the backend when it has nothing else to do.
     idle_wait = 0.2
     #: Seconds between commits: one transaction holds every change of the ticks in between.
@@ -300,7 +302,7 @@ class Campaign:
             self.store.log_event(events.COORDINATOR_STARTED, time.time(), pid=os.getpid(), backend=self.backend.name,
                                  nodes=capacity.nodes, cores=capacity.nodes * capacity.cores_per_node,
                                  gpus=capacity.nodes * capacity.gpus_per_node)
-            stats = LoopStats(self.store)
+            stats = LoopStats(self.store, self.stats_interval)
             self.store.flush()
             self.reporter.update(self.counts, force=True)
             next_control = next_commit = 0.0

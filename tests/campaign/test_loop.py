@@ -273,3 +273,15 @@ def test_task_graph_errors_are_refused_before_anything_runs(
 
 def test_task_graph_may_build_on_tasks_already_known() -> None:
     Campaign._check_dependencies([make_task("b", "a"), make_task("c", "a", "b")], known={"a"})
+
+
+def test_loop_logs_its_reaction_times_and_capacity(tmp_path: Path) -> None:
+    counter = tmp_path / "calls"
+    spec = write_spec(tmp_path / "spec", FLAKY.format(counter=counter, failures=1, error="OSError", retries=1))
+    assert run(spec, tmp_path / "run").complete
+    with Store.open(tmp_path / "run", readonly=True) as store:
+        windows = [data for _, _, _, data in store.events(kind="loop-stats")]
+        (started,) = [data for _, _, _, data in store.events(kind="coordinator-started")]
+    assert sum(window["submitted"] for window in windows) == 3  # work.0 twice (one retry), after.0 once
+    assert all(window["reaction_ms_max"] >= window["reaction_ms_p50"] >= 0 for window in windows)
+    assert (started["backend"], started["cores"], started["nodes"]) == ("local", 2, 1)
