@@ -17,7 +17,8 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from mummi_like import plugins
+from mummi_like import plugins, submit
+from mummi_like.backends.base import BackendUnavailable
 from mummi_like.campaign.loop import (
     Campaign,
     CampaignError,
@@ -159,6 +160,21 @@ def cmd_report(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_submit(args: argparse.Namespace) -> int:
+    """Write the batch scripts of a production run and submit them (or only print them)."""
+    campaign = load_spec(args.spec, directory=args.dir)
+    request = submit.BatchRequest(args.scheduler, args.nodes, args.time, args.queue, args.bank)
+    if args.dry_run:
+        print(submit.batch_script(campaign, request), end="")
+        print(f"# --dry-run: nothing written or submitted; {submit.COORDINATOR_SCRIPT} would be:")
+        print(submit.coordinator_script(campaign), end="")
+        return EXIT_OK
+    batch = submit.write_scripts(campaign, request, resume=args.resume)
+    job_id = submit.submit_script(batch, args.scheduler)
+    print(submit.follow_hint(job_id, args.scheduler, campaign.directory))
+    return EXIT_OK
+
+
 def cmd_validate(args: argparse.Namespace) -> int:
     """Check a spec and its plugins' configs without running anything."""
     resolved = load_spec(args.spec)
@@ -218,6 +234,18 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--out", type=Path, help="folder to write into (default: DIRECTORY/report)")
     report.set_defaults(handler=cmd_report)
 
+    batch = commands.add_parser("submit", help="run a campaign as a batch job (flux batch, or sbatch + flux start)")
+    batch.add_argument("spec", type=Path)
+    batch.add_argument("--scheduler", choices=["flux", "slurm"], required=True)
+    batch.add_argument("--nodes", type=int, required=True)
+    batch.add_argument("--time", required=True, help="walltime as HH:MM:SS")
+    batch.add_argument("--queue", help="queue (Flux) or partition (Slurm)")
+    batch.add_argument("--bank", help="bank (Flux) or account (Slurm)")
+    batch.add_argument("--dir", type=Path, help="campaign directory (overrides the spec's `directory`)")
+    batch.add_argument("--dry-run", action="store_true", help="print the scripts; write and submit nothing")
+    batch.add_argument("--resume", action="store_true", help="continue an existing campaign in a new allocation")
+    batch.set_defaults(handler=cmd_submit)
+
     validate = commands.add_parser("validate", help="check a spec and report every error")
     validate.add_argument("spec", type=Path)
     validate.set_defaults(handler=cmd_validate)
@@ -234,7 +262,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return args.handler(args)
     except SpecError as error:
         print(error, file=sys.stderr)
-    except (CampaignError, StoreError, plugins.UnknownPlugin) as error:
+    except (CampaignError, StoreError, BackendUnavailable, submit.SubmitError, plugins.UnknownPlugin) as error:
         print(f"mummi-like {args.command}: {error}", file=sys.stderr)
     return EXIT_BAD_INPUT
 

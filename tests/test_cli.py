@@ -215,3 +215,17 @@ def test_json_log_format_ends_with_a_summary(tmp_path: Path) -> None:
     lines = [json.loads(line) for line in result.stdout.splitlines()]
     assert lines[-1]["event"] == "finished"
     assert lines[-1]["counts"] == {"a": {"done": 3}}
+
+
+def test_backend_that_cannot_start_is_a_clean_error(tmp_path: Path) -> None:
+    spec = spec_file(tmp_path, """
+        name: elsewhere
+        backend: {plugin: flux}
+        scales: [{name: a, plugin: command, config: {argv: ["true"]}}]
+        """)
+    environment = {**os.environ, "FLUX_URI": f"local://{tmp_path}/no-such-broker"}
+    result = subprocess.run([*CLI, "run", str(spec), "--dir", str(tmp_path / "run"), "--quiet"],
+                            capture_output=True, text=True, timeout=120, env=environment)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert "flux" in result.stderr.lower()

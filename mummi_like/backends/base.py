@@ -26,6 +26,10 @@ from pydantic import BaseModel, Field
 from mummi_like.tasks import Resources, StrictModel, TaskResult, TaskSpec
 
 
+class BackendUnavailable(RuntimeError):
+    """A backend cannot start here (missing software, no resource manager to talk to); the message says what to do."""
+
+
 class UnsatisfiableRequest(ValueError):
     """A task asks for more than the backend can ever give it; raised at submit, not at run time."""
 

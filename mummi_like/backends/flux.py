@@ -96,7 +96,14 @@ from typing import Any, ClassVar
 
 from pydantic import Field
 
-from mummi_like.backends.base import Backend, BackendConfig, BackendEvent, Capacity, UnsatisfiableRequest
+from mummi_like.backends.base import (
+    Backend,
+    BackendConfig,
+    BackendEvent,
+    BackendUnavailable,
+    Capacity,
+    UnsatisfiableRequest,
+)
 from mummi_like.backends.flux_runner import RESULT_FILE
 from mummi_like.backends.local import CAMPAIGN_VARIABLE, JOB_VARIABLE
 from mummi_like.backends.pyworker import THREAD_VARIABLES
@@ -115,7 +122,7 @@ MISSING_BINDINGS = (
 )
 
 
-class FluxUnavailable(RuntimeError):
+class FluxUnavailable(BackendUnavailable):
     """The backend cannot use Flux: no bindings, no instance, or an instance it may not drive."""
 
 

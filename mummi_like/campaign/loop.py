@@ -432,7 +432,8 @@ class Campaign:
         if entry is None:
             return
         if event.kind == "started":
-            self._set(entry, TaskState.RUNNING, event.time)
+            if entry.state is not TaskState.RUNNING:  # a re-attached job is reported started again
+                self._set(entry, TaskState.RUNNING, event.time)
             return
         result = event.result
         assert result is not None
