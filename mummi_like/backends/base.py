@@ -103,6 +103,20 @@ class Backend(abc.ABC):
         Raises :class:`UnsatisfiableRequest` for a request that never fits.
         """
 
+    def submit_many(self, tasks: Sequence[tuple[TaskSpec, int]]) -> list[str | UnsatisfiableRequest]:
+        """Submit several ``(task, attempt)`` pairs; return, in order, each job id or the refusal.
+
+        The loop hands over each tick's chunk through this method, so a backend
+        whose submission is a round trip (Flux) overrides it to overlap them.
+        """
+        outcomes: list[str | UnsatisfiableRequest] = []
+        for task, attempt in tasks:
+            try:
+                outcomes.append(self.submit(task, attempt))
+            except UnsatisfiableRequest as refusal:
+                outcomes.append(refusal)
+        return outcomes
+
     @abc.abstractmethod
     def cancel(self, job_id: str) -> None:
         """Stop a job; its end is reported by :meth:`wait` with a 'canceled' failure."""

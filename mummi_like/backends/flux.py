@@ -70,12 +70,13 @@ canceled: its task was requeued, and must not run twice.
 
 Submission
 ----------
-:meth:`FluxBackend.submit` is synchronous, because the loop records the job id
-at once; its cost is Flux's ingest round trip. MuMMI submitted in hand-coded
-chunks of 500 jobs with sleeps in between, to spare the scheduler; here that is
-``submit_chunk`` and ``submit_rate``: a burst of up to ``submit_chunk`` jobs goes
-at full speed, and beyond it ``submit`` sleeps just enough to hold the average at
-``submit_rate`` jobs per second (a token bucket).
+The loop hands each tick's chunk to :meth:`FluxBackend.submit_many`, which sends
+every job to Flux's ingest before awaiting the first answer (as ``flux submit
+--cc`` does), then records the ids; the loop gets them at once. MuMMI submitted
+in hand-coded chunks of 500 jobs with sleeps in between, to spare the
+scheduler; here that is ``submit_chunk`` and ``submit_rate``: a burst of up to
+``submit_chunk`` jobs goes at full speed, and beyond it submission sleeps just
+enough to hold the average at ``submit_rate`` jobs per second (a token bucket).
 """
 
 from __future__ import annotations
@@ -329,21 +330,49 @@ class FluxBackend(Backend):
             For a request the instance can never satisfy, or a job Flux refuses
             at submit (for example a walltime over a policy limit of the instance).
         """
-        self.check(task)
-        self._throttle()
+        (outcome,) = self.submit_many([(task, attempt)])
+        if isinstance(outcome, UnsatisfiableRequest):
+            raise outcome
+        return outcome
+
+    def submit_many(self, tasks: Sequence[tuple[TaskSpec, int]]) -> list[str | UnsatisfiableRequest]:
+        """Submit all of ``tasks`` with overlapping round trips to Flux's job ingest, then collect the ids.
+
+        One ``submit_async`` per job is sent before the first answer is awaited,
+        which is how Flux's own ``flux submit --cc`` reaches its rate; the
+        ``submit_rate`` throttle still applies job by job.
+        """
         assert self._flux is not None
-        workdir = self.campaign_dir / task.workdir
-        workdir.mkdir(parents=True, exist_ok=True)
-        jobspec = self._jobspec(task, attempt, workdir)
-        try:
-            flux_id = int(self._flux.job.submit(self._handle, jobspec, urgency=urgency(task.priority)))
-        except OSError as error:
-            if error.errno in (errno.EINVAL, errno.EPERM):
-                raise UnsatisfiableRequest(f"Flux refused task {task.id!r}: {error.strerror or error}") from error
-            raise
-        job_id = self._flux.job.JobID(flux_id).f58plain
-        self._track(_Job(job_id, flux_id, task, workdir))
-        return job_id
+        pending: list[tuple[TaskSpec, Path, Any] | UnsatisfiableRequest] = []
+        for task, attempt in tasks:
+            try:
+                self.check(task)
+            except UnsatisfiableRequest as refusal:
+                pending.append(refusal)
+                continue
+            self._throttle()
+            workdir = self.campaign_dir / task.workdir
+            workdir.mkdir(parents=True, exist_ok=True)
+            jobspec = self._jobspec(task, attempt, workdir)
+            future = self._flux.job.submit_async(self._handle, jobspec, urgency=urgency(task.priority))
+            pending.append((task, workdir, future))
+        outcomes: list[str | UnsatisfiableRequest] = []
+        for item in pending:
+            if isinstance(item, UnsatisfiableRequest):
+                outcomes.append(item)
+                continue
+            task, workdir, future = item
+            try:
+                flux_id = int(future.get_id())
+            except OSError as error:
+                if error.errno not in (errno.EINVAL, errno.EPERM):
+                    raise
+                outcomes.append(UnsatisfiableRequest(f"Flux refused task {task.id!r}: {error.strerror or error}"))
+                continue
+            job_id = self._flux.job.JobID(flux_id).f58plain
+            self._track(_Job(job_id, flux_id, task, workdir))
+            outcomes.append(job_id)
+        return outcomes
 
     def _throttle(self) -> None:
         """Sleep when a submit now would exceed ``submit_rate`` beyond the burst of ``submit_chunk``."""

@@ -413,14 +413,13 @@ class Campaign:
         # Fewer than asked means the policy holds the rest back (max_in_flight): only an
         # event can change that, so the loop may block instead of spinning.
         self._chunk_was_full = len(admitted) == room
-        for spec in admitted:
+        attempts = [(spec, self.entries[spec.id].attempt + 1) for spec in admitted]
+        for (spec, attempt), outcome in zip(attempts, self.backend.submit_many(attempts)):
             entry = self.entries[spec.id]
-            attempt = entry.attempt + 1
-            try:
-                job_id = self.backend.submit(spec, attempt)
-            except UnsatisfiableRequest as error:
-                self._final_failure(entry, now, str(error), attempt=attempt)
+            if isinstance(outcome, UnsatisfiableRequest):
+                self._final_failure(entry, now, str(outcome), attempt=attempt)
                 continue
+            job_id = outcome
             entry.attempt, entry.job_id = attempt, job_id
             self.jobs[job_id] = entry
             self.in_flight[spec.scale] += 1
