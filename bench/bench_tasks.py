@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import time
 
@@ -15,6 +16,12 @@ def sleep_ms(ms: float, **_parameters: object) -> None:
     time.sleep(ms / 1000.0)
 
 
+def worker_pid(ms: float) -> int:
+    """Hold a core for ``ms`` milliseconds and say which process did: how a warm-up sees every worker up."""
+    time.sleep(ms / 1000.0)
+    return os.getpid()
+
+
 def run_true() -> int:
-    """What a process pool does to start one executable."""
+    """What a pool's worker (ProcessPoolExecutor, Parsl, Dask) does to start one executable."""
     return subprocess.run(["/bin/true"], check=False).returncode
