@@ -176,7 +176,12 @@ class TaskSpec(StrictModel):
 
 
 class Failure(BaseModel):
-    """Why an attempt did not succeed, in a form retry rules can match."""
+    """Why an attempt did not succeed, in a form retry rules can match.
+
+    ``lost`` is the backend losing a job through no fault of the task (its
+    allocation ended before the task's own walltime): the task runs again and
+    the attempt does not count against its retries.
+    """
 
     kind: Literal["exit", "signal", "exception", "walltime", "canceled", "lost", "submit"]
     exit_code: int | None = None

@@ -124,3 +124,39 @@ def test_real_submission_inside_a_flux_instance_runs_the_campaign(flux_instance:
     with Store.open(resolved.directory, readonly=True) as store:
         assert store.counts() == {"sim": {"done": 3}}
     assert sorted((tmp_path / "ran.log").read_text().split()) == ["sim.0", "sim.1", "sim.2"]
+
+
+@pytest.mark.flux
+def test_campaign_outliving_its_allocation_resumes_in_the_next_one(flux_instance: str, tmp_path: Path) -> None:
+    spec = tmp_path / "campaign.yaml"
+    marker = tmp_path / "first-allocation"
+    spec.write_text(textwrap.dedent(f"""
+        name: long
+        directory: run
+        backend: {{plugin: flux}}
+        scales:
+          - name: sim
+            plugin: command
+            config:
+              # The first allocation is too short for it; the second finds the marker and finishes.
+              argv: ["sh", "-c", "if [ -e {marker} ]; then true; else touch {marker}; sleep 1000; fi"]
+              resources: {{walltime: 600}}
+        """))
+
+    def allocation(*extra: str) -> None:
+        result = subprocess.run([*CLI, "submit", str(spec), "--scheduler", "flux", "--nodes", "1", *extra],
+                                capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0, result.stderr
+        job_id = result.stdout.split()[2].rstrip(";")
+        subprocess.run(["flux", "job", "attach", job_id], capture_output=True, timeout=180)
+
+    allocation("--time", "00:00:20")
+    with Store.open(tmp_path / "run", readonly=True) as store:
+        record = store.get("sim.0")
+    assert marker.exists()
+    assert record.state.value in ("retrying", "queued", "running"), record.state
+    assert record.failures == 0, "the end of an allocation is not the task's failure"
+    allocation("--time", "00:02:00", "--resume")
+    with Store.open(tmp_path / "run", readonly=True) as store:
+        assert store.counts() == {"sim": {"done": 1}}
+        assert store.get("sim.0").failures == 0

@@ -137,6 +137,14 @@ class Backend(abc.ABC):
     def shutdown(self, cancel_running: bool = True) -> None:
         """Release everything; with ``cancel_running`` stop the jobs still running."""
 
+    def stop_reason(self) -> str | None:
+        """Why the campaign must stop now (its allocation is about to end), or ``None``.
+
+        The loop asks every control interval and then stops cleanly, recording
+        its in-flight tasks as waiting, so that the next allocation resumes them.
+        """
+        return None
+
     @abc.abstractmethod
     def active_jobs(self) -> int:
         """How many submitted jobs have not yet been reported finished."""

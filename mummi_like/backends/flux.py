@@ -15,7 +15,10 @@ Jobspec
   itself (never under ``mpirun``); anything else is one task holding all the
   cores and GPUs, as on the ``local`` backend. ``nodes > 1`` spreads the ranks
   over that many nodes, so it needs an MPI task with at least as many ranks.
-* ``duration`` is the walltime, ``cwd`` the task's folder (made before submit);
+* ``duration`` is the walltime, capped at what is left of the instance (Flux
+  refuses a job that would outlive it; a job stopped by the instance's end is
+  reported *lost*, and the loop runs it again without counting a failure),
+  ``cwd`` the task's folder (made before submit);
   stdout and stderr go to ``stdout.txt`` and ``stderr.txt`` there.
 * Environment: the coordinator's, plus ``MUMMI_LIKE_CAMPAIGN`` (the campaign
   folder), the thread caps of :data:`~mummi_like.backends.pyworker.THREAD_VARIABLES`
@@ -145,6 +148,11 @@ class FluxConfig(BackendConfig):
     submit_chunk: int = Field(
         500, ge=1, description="Jobs submitted back to back at full speed before submit_rate holds the pace."
     )
+    stop_before: float = Field(
+        10.0, ge=0,
+        description="Seconds before the instance ends (a batch allocation's time limit) at which the "
+        "coordinator stops cleanly, so that the next allocation resumes what was running.",
+    )
 
 
 @dataclass(eq=False)
@@ -215,6 +223,7 @@ class FluxBackend(Backend):
         self._flux: ModuleType | None = None
         self._handle: Any = None
         self._capacity: Capacity | None = None
+        self._expiration = 0.0
         self._journal: Any = None
         self._timer: Any = None
         self._jobs: dict[int, _Job] = {}
@@ -262,6 +271,8 @@ class FluxBackend(Backend):
             )
         self._flux, self._handle = flux, handle
         self._capacity = self._read_capacity(where)
+        # When the instance itself ends (a batch allocation's time limit), 0 when it does not.
+        self._expiration = float(handle.rpc("resource.status").get()["R"]["execution"].get("expiration", 0.0))
         self._journal = flux.job.JournalConsumer(handle, full=False).start()
         self._journal.set_callback(self._on_journal)
         self._timer = handle.timer_watcher_create(0.0, lambda *_: None)
@@ -405,7 +416,7 @@ class FluxBackend(Backend):
                TASK_VARIABLE: f"{task.id}#{attempt}", **payload.env}
         jobspec = self._flux.job.JobspecV1.from_command(
             argv, num_tasks=ranks, cores_per_task=need.cores // ranks, gpus_per_task=need.gpus // ranks,
-            num_nodes=need.nodes if need.nodes > 1 else None, duration=need.walltime, environment=env,
+            num_nodes=need.nodes if need.nodes > 1 else None, duration=self._duration(need.walltime), environment=env,
             env_expand={JOB_VARIABLE: "{{id.f58plain}}"}, cwd=str(workdir), name=f"{name_stem(task)}#{attempt}",
             output=str(workdir / "stdout.txt"), error=str(workdir / "stderr.txt"),
         )
@@ -521,6 +532,29 @@ class FluxBackend(Backend):
         elif name == "clean":
             self._finish(job, timestamp)
 
+    def stop_reason(self) -> str | None:
+        """Stop when the instance (a batch allocation) ends within ``stop_before`` seconds."""
+        if self._expiration and self._expiration - time.time() < self.config.stop_before:
+            return f"the Flux instance ends in less than {self.config.stop_before:g} s"
+        return None
+
+    def _duration(self, walltime: float | None) -> float | None:
+        """The job's duration: the task's walltime, capped at what is left of the instance.
+
+        Flux refuses a job that would outlive its instance; capped, the job runs
+        until the allocation ends, is reported lost (not failed) and runs again
+        after ``mummi-like submit --resume``.
+        """
+        if not self._expiration or walltime is None:
+            return walltime  # an unlimited job ends with the instance anyway
+        return min(walltime, max(1.0, self._expiration - time.time() - 1.0))
+
+    def _stopped_by_allocation(self, job: _Job, ended: float) -> bool:
+        """Whether a job's timeout came from its instance ending rather than from its own walltime."""
+        walltime = job.task.resources.walltime
+        ran = ended - (job.started or ended)
+        return bool(self._expiration) and (walltime is None or ran < walltime - 1.0)
+
     def _finish(self, job: _Job, ended: float) -> None:
         job.done = True
         del self._jobs[job.flux_id]
@@ -550,6 +584,9 @@ class FluxBackend(Backend):
         if kind == "cancel":
             result.failure = Failure(kind="canceled", exit_code=result.exit_code, signal=result.signal,
                                      message="canceled while running")
+        elif kind == "timeout" and self._stopped_by_allocation(job, ended):
+            result.failure = Failure(kind="lost", exit_code=result.exit_code, signal=result.signal,
+                                     message="stopped at the end of the Flux allocation, before its own walltime")
         elif kind == "timeout":
             result.failure = Failure(kind="walltime", exit_code=result.exit_code, signal=result.signal,
                                      message=f"killed at its walltime of {job.task.resources.walltime:g} s")

@@ -444,6 +444,10 @@ class Campaign:
             self._follow_up(entry, result, event.time)
             return
         failure = result.failure or Failure(kind="exit", exit_code=result.exit_code)
+        if failure.kind == "lost":  # not the task's fault (its allocation ended): run it again, uncounted
+            self._set(entry, TaskState.RETRYING, event.time, result=result, info={"reason": failure.message})
+            self.ready[entry.spec.scale].append(entry.spec)
+            return
         if failure.kind == "canceled":
             self._set(entry, TaskState.CANCELED, event.time, result=result)
             self._cancel_dependents(entry, event.time)
@@ -513,6 +517,7 @@ class Campaign:
         max_hours = self.resolved.spec.budgets.max_hours
         if max_hours is not None and time.time() - started > max_hours * 3600:
             self._stop_reason = f"budgets.max_hours ({max_hours:g} h) reached"
+        self._stop_reason = self._stop_reason or self.backend.stop_reason()
         request_path = self.directory / CANCEL_FILE
         if not request_path.exists():
             return

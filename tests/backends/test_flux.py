@@ -295,3 +295,17 @@ def test_start_without_the_bindings_says_what_to_do(monkeypatch: pytest.MonkeyPa
     with pytest.raises(FluxUnavailable, match=r"needs flux-core's Python bindings .*`flux batch`"):
         FluxBackend(FluxConfig(), tmp_path).start()
 
+
+
+def test_walltime_is_capped_by_the_allocation_and_its_end_is_not_the_tasks_failure(tmp_path: Path) -> None:
+    """Needs no broker: these rules depend only on the instance's expiration time."""
+    backend = FluxBackend(FluxConfig(stop_before=10), tmp_path)
+    assert backend._duration(600.0) == 600.0 and backend.stop_reason() is None  # no expiration: no limit
+    backend._expiration = time.time() + 100
+    assert 95 <= backend._duration(600.0) <= 100  # Flux would refuse a job outliving its instance
+    assert backend._duration(30.0) == 30.0 and backend._duration(None) is None
+    job = type("Job", (), {"task": exe("t", ["true"], walltime=600.0), "started": 1000.0})()
+    assert backend._stopped_by_allocation(job, ended=1050.0)  # ran 50 s of its 600 s
+    assert not backend._stopped_by_allocation(job, ended=1600.0)  # its own walltime
+    backend._expiration = time.time() + 5
+    assert "ends in less than 10 s" in backend.stop_reason()
