@@ -22,6 +22,7 @@ $(STAMP): pyproject.toml
 run: venv
 	$(BIN)/mummi-like run examples/sweep/campaign.yaml --dir $(RUN_DIR)/sweep
 	$(BIN)/mummi-like run examples/dag/campaign.yaml --dir $(RUN_DIR)/dag
+	$(BIN)/mummi-like run examples/multiscale/campaign.yaml --dir $(RUN_DIR)/multiscale
 
 test: venv
 	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q

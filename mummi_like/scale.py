@@ -12,9 +12,12 @@ from __future__ import annotations
 import abc
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from mummi_like.tasks import StrictModel, TaskResult, TaskSpec
+
+if TYPE_CHECKING:
+    import numpy as np
 
 
 @dataclass(frozen=True)
@@ -27,6 +30,23 @@ class ScaleContext:
     upstream: dict[str, list[TaskSpec]] = field(
         default_factory=dict, metadata={"doc": "Tasks of the scales this one depends on, by scale name."}
     )
+
+
+@dataclass(frozen=True)
+class PromotedFrame:
+    """A streamed frame that a coupling's selector chose for the finer scale."""
+
+    frame_id: str = field(metadata={"doc": "`<stream file>:<frame index>`, the frame's identity."})
+    coupling: str = field(metadata={"doc": "The coupling that promoted it."})
+    source_task: str = field(metadata={"doc": "Id of the task that wrote the stream."})
+    file: Path = field(metadata={"doc": "The H5MD stream."})
+    index: int = field(metadata={"doc": "Frame number within the stream."})
+    step: int = field(metadata={"doc": "Integration step of the frame."})
+    time: float = field(metadata={"doc": "Simulation time of the frame (ps)."})
+    score: float = field(metadata={"doc": "The selector's score when it was chosen."})
+    positions: np.ndarray = field(repr=False, metadata={"doc": "(n_atoms, 3) in nm."})
+    box: np.ndarray | None = field(repr=False, metadata={"doc": "(3, 3) box vectors in nm, or None."})
+    observables: dict[str, np.ndarray] = field(repr=False, metadata={"doc": "The frame's observables."})
 
 
 class Scale(abc.ABC):
@@ -49,6 +69,18 @@ class Scale(abc.ABC):
     def on_result(self, task: TaskSpec, result: TaskResult) -> list[TaskSpec]:
         """Follow-up tasks created when one of this scale's tasks is done; none by default."""
         return []
+
+    def promote(self, frame: PromotedFrame, task_id: str) -> TaskSpec:
+        """The task that continues ``frame`` at this scale: the coupling's *transform*.
+
+        A scale that can be the target of a coupling writes what its task needs
+        (the frame as a structure, say) into ``self.workdir(task_id)`` under the
+        campaign directory and returns the task, with id ``task_id``.
+        """
+        raise NotImplementedError(
+            f"scale {self.context.name!r} ({type(self).__name__}) cannot start from promoted frames; "
+            "make a scale whose plugin implements `promote` the target of the coupling"
+        )
 
     def workdir(self, task_id: str) -> str:
         """The conventional working directory of a task, relative to the campaign directory."""

@@ -61,7 +61,7 @@ import os
 import re
 import types
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, NamedTuple, Union, get_args, get_origin
 
@@ -79,6 +79,7 @@ from pydantic import (
 from mummi_like import plugins
 from mummi_like.backends.base import Backend, BackendConfig
 from mummi_like.scale import Scale
+from mummi_like.selection import Selector
 from mummi_like.tasks import StrictModel
 
 Loc = tuple[str | int, ...]
@@ -131,10 +132,25 @@ class ScaleSpec(StrictModel):
 class CouplingSpec(StrictModel):
     """A learned promotion from one scale to another (frames of `source` seed tasks of `target`)."""
 
-    source: str = Field(description="Name of the scale whose output is streamed to the selector.")
-    target: str = Field(description="Name of the scale that runs the promoted configurations.")
+    name: Name | None = Field(None, description="Name of the coupling; default `<source>-to-<target>`.")
+    source: str = Field(description="Name of the scale whose tasks stream H5MD frames to the selector.")
+    target: str = Field(description="Name of the scale that continues the promoted frames (its plugin's `promote`).")
     selector: str = Field(description="Entry-point name in group 'mummi_like.selectors'.")
     config: dict[str, Any] = Field(default_factory=dict, description="The selector's settings.")
+    feature: str = Field(description="The per-frame observable of the streams that the selector scores.")
+    stream: str = Field("**/*.h5md", description="Glob of the stream files below the source scale's task folders.")
+    max_in_flight: int = Field(1, ge=1, description="Most promoted target tasks waiting or running at once.")
+    max_total: int | None = Field(None, ge=0, description="Most frames promoted over the campaign; none: no limit.")
+    interval: float = Field(1.0, gt=0, description="Seconds between rounds of tailing, scoring and promoting.")
+    max_frames_per_round: int = Field(
+        10_000, ge=1, description="Most frames read in one round, so a backlog cannot stall the loop."
+    )
+    seed: int = Field(0, description="Seed of the selector's random choices.")
+
+    @property
+    def label(self) -> str:
+        """The coupling's name: its `name`, or `<source>-to-<target>`."""
+        return self.name or f"{self.source}-to-{self.target}"
 
 
 class PolicySpec(StrictModel):
@@ -247,6 +263,15 @@ class ResolvedScale:
 
 
 @dataclass(frozen=True)
+class ResolvedCoupling:
+    """A coupling with its selector class and the selector's validated config."""
+
+    spec: CouplingSpec
+    selector: type[Selector]
+    config: BaseModel
+
+
+@dataclass(frozen=True)
 class ResolvedCampaign:
     """A spec ready to run: plugins loaded, configs validated, paths absolute.
 
@@ -264,6 +289,8 @@ class ResolvedCampaign:
     policy: type
     policy_config: BaseModel | None
     """The policy's validated config; ``None`` for a policy class without a ``config_model``."""
+    couplings: list[ResolvedCoupling] = field(default_factory=list)
+    """The couplings with their selectors, in spec order."""
 
 
 def load_spec(path: Path, directory: Path | None = None) -> ResolvedCampaign:
@@ -783,11 +810,12 @@ class _Resolver:
             i: c for i, item in enumerate(raw_couplings) if (c := _valid(CouplingSpec, item)) is not None
         }
         self.problems.extend(_reference_problems(names, valid_scales, valid_couplings))
-        selectors = list(plugins.installed("selector"))  # names only: a selector is imported when its coupling runs
+        resolved_couplings = {}
         for index, coupling in valid_couplings.items():
-            if coupling.selector not in selectors:
-                error = plugins.UnknownPlugin("selector", coupling.selector, selectors)
-                self._unknown_plugin(error, ("couplings", index, "selector"))
+            selector = self._plugin("selector", coupling.selector, Selector, ("couplings", index, "selector"))
+            if selector is not None:
+                config = self._config(selector, coupling.config, ("couplings", index, "config"), required=True)
+                resolved_couplings[index] = ResolvedCoupling(coupling, selector, config)
 
         backend_class, backend_config = self._part(self.data.get("backend", {}), "backend", Backend, ("backend",))
         resolved_scales = {
@@ -810,6 +838,7 @@ class _Resolver:
             backend=backend_class,
             backend_config=backend_config,
             scales=[ResolvedScale(scale, *resolved_scales[index]) for index, scale in enumerate(spec.scales)],
+            couplings=[resolved_couplings[index] for index in range(len(spec.couplings))],
             policy=policy_class,
             policy_config=policy_config,
         )

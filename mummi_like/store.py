@@ -12,6 +12,12 @@ coordinator (WAL with ``synchronous=NORMAL``; only a power loss can drop the las
 commits), and whatever was still buffered is lost, which resume handles by
 asking the backend again.
 
+Selectors keep their candidate pool here too (table ``candidates``, one row per
+frame a selector holds, with its vector and score, and ``selector_state``, one
+JSON document per selector). Those writes are buffered like task writes, so a
+promotion (a candidate marked selected) and the fine task it creates commit in
+the same flush: a crash loses both or neither.
+
 The database runs in WAL mode so that other processes (a ``status`` command, a
 dashboard) read it with :meth:`Store.open` ``(..., readonly=True)`` while the
 coordinator writes, without blocking it or being blocked. The writer is meant to
@@ -26,12 +32,34 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, NamedTuple
 
 from mummi_like.tasks import TaskResult, TaskSpec, TaskState
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 """Stored in ``PRAGMA user_version``; a store written by another layout is refused, not misread."""
+
+_MIGRATIONS = {
+    2: """
+CREATE TABLE candidates (
+    selector TEXT NOT NULL,
+    id       TEXT NOT NULL,
+    seq      INTEGER NOT NULL,
+    score    REAL NOT NULL,
+    selected INTEGER NOT NULL,
+    vector   BLOB NOT NULL,
+    PRIMARY KEY (selector, id)
+) WITHOUT ROWID;
+CREATE TABLE selector_state (
+    selector TEXT PRIMARY KEY,
+    state    TEXT NOT NULL
+);
+""",
+}
+"""Schema version -> the statements that bring a writable store of that version to the next one.
+
+Version 3 only adds the selector tables, so a campaign begun before them still resumes.
+"""
 
 BUSY_TIMEOUT_S = 30.0
 """How long a connection waits for a lock (a checkpoint, another writer) before giving up."""
@@ -81,7 +109,7 @@ CREATE TABLE meta (
     key   TEXT PRIMARY KEY,
     value TEXT NOT NULL
 );
-"""
+""" + _MIGRATIONS[2]
 
 _INSERT_TASK = "INSERT INTO tasks (id, scale, state, attempt, failures, created, updated) VALUES (?, ?, ?, 0, 0, ?, ?)"
 _INSERT_SPEC = "INSERT INTO specs (id, spec) VALUES (?, ?)"
@@ -111,6 +139,21 @@ WHERE id = ?16
 _INSERT_HISTORY = "INSERT INTO history (task_id, attempt, state, time, info) VALUES (?, ?, ?, ?, ?)"
 _INSERT_EVENT = "INSERT INTO events (time, kind, data) VALUES (?, ?, ?)"
 
+# A candidate row is upserted whole, updated (score and flag only: the vector is
+# written once) or deleted; the buffer keeps one pending operation per candidate,
+# so the three statements may run in any order within a flush.
+_UPSERT_CANDIDATE = """
+INSERT INTO candidates (selector, id, seq, score, selected, vector) VALUES (?, ?, ?, ?, ?, ?)
+ON CONFLICT (selector, id) DO UPDATE SET
+    seq = excluded.seq, score = excluded.score, selected = excluded.selected, vector = excluded.vector
+"""
+_UPDATE_CANDIDATE = "UPDATE candidates SET score = ?, selected = ? WHERE selector = ? AND id = ?"
+_DELETE_CANDIDATE = "DELETE FROM candidates WHERE selector = ? AND id = ?"
+_UPSERT_SELECTOR_STATE = (
+    "INSERT INTO selector_state (selector, state) VALUES (?, ?) "
+    "ON CONFLICT (selector) DO UPDATE SET state = excluded.state"
+)
+
 _TASK_COLUMNS = (
     "specs.spec, state, attempt, failures, job_id, created, updated, started, ended, "
     "exit_code, signal, reason, value, stdout, stderr"
@@ -129,6 +172,21 @@ def _merge_update(earlier: tuple[Any, ...], later: tuple[Any, ...]) -> tuple[Any
     outputs = later[5:13] if later[5] else earlier[5:13]
     reason = later[13:15] if later[13] else earlier[13:15]
     return (state, updated, *kept, *outputs, *reason, later[15])
+
+
+class CandidateRow(NamedTuple):
+    """One frame a selector holds: waiting in its pool, or promoted already."""
+
+    id: str
+    """The frame's id, unique within its selector (e.g. ``"<file>:<frame>"``)."""
+    seq: int
+    """Arrival order within the selector; breaks ties between equal scores."""
+    score: float
+    """The selector's last score; higher is more worth promoting."""
+    selected: bool
+    """Whether the frame was promoted; kept so that it is never returned again."""
+    vector: bytes
+    """What the selector keeps of the frame, in its own encoding (the store does not read it)."""
 
 
 class StoreError(RuntimeError):
@@ -191,10 +249,12 @@ class Store:
 
     Notes
     -----
-    Writes (:meth:`add_tasks`, :meth:`transition`, :meth:`log_event`) are only
-    buffered; reads see committed data only, i.e. what the last :meth:`flush`
-    wrote. :meth:`set_meta` is the exception: it commits at once, because
-    metadata is written rarely and must not wait for a loop tick.
+    Writes (:meth:`add_tasks`, :meth:`transition`, :meth:`log_event`, and the
+    selector writes :meth:`save_candidates`, :meth:`update_candidates`,
+    :meth:`drop_candidates`, :meth:`save_selector_state`) are only buffered;
+    reads see committed data only, i.e. what the last :meth:`flush` wrote.
+    :meth:`set_meta` is the exception: it commits at once, because metadata is
+    written rarely and must not wait for a loop tick.
     """
 
     FILENAME = "campaign.db"
@@ -219,6 +279,11 @@ class Store:
         self._updates: dict[str, tuple[Any, ...]] = {}
         self._history: list[tuple[Any, ...]] = []
         self._events: list[tuple[Any, ...]] = []
+        # The last pending operation per (selector, candidate id), and the last
+        # state per selector: a pool rescored many times between two flushes
+        # costs one row write per candidate.
+        self._candidates: dict[tuple[str, str], tuple[str, tuple[Any, ...]]] = {}
+        self._selector_states: dict[str, str] = {}
         # Current attempt of every task this writer has added or moved, buffered
         # changes included, so a history row gets its attempt without a flush.
         self._attempts: dict[str, int] = {}
@@ -248,6 +313,10 @@ class Store:
                 if version == 0:
                     conn.executescript(f"BEGIN IMMEDIATE;{_SCHEMA}PRAGMA user_version={SCHEMA_VERSION};COMMIT;")
                     version = SCHEMA_VERSION
+                while version in _MIGRATIONS:
+                    script = _MIGRATIONS[version]
+                    version += 1
+                    conn.executescript(f"BEGIN IMMEDIATE;{script}PRAGMA user_version={version};COMMIT;")
             if version != SCHEMA_VERSION:
                 raise StoreError(
                     f"{self.path} is not a campaign store of schema version {SCHEMA_VERSION} (found version {version})"
@@ -405,7 +474,10 @@ class Store:
 
     def pending(self) -> int:
         """Rows buffered and not yet flushed."""
-        return len(self._new_tasks) + len(self._updates) + len(self._history) + len(self._events)
+        return (
+            len(self._new_tasks) + len(self._updates) + len(self._history) + len(self._events)
+            + len(self._candidates) + len(self._selector_states)
+        )
 
     def flush(self) -> int:
         """Write all buffered rows in one transaction and return how many were written.
@@ -431,6 +503,10 @@ class Store:
                 conn.executemany(_UPDATE_TASK, self._updates.values())
                 conn.executemany(_INSERT_HISTORY, self._history)
                 conn.executemany(_INSERT_EVENT, self._events)
+                for kind, statement in (("upsert", _UPSERT_CANDIDATE), ("update", _UPDATE_CANDIDATE),
+                                        ("delete", _DELETE_CANDIDATE)):
+                    conn.executemany(statement, (row for op, row in self._candidates.values() if op == kind))
+                conn.executemany(_UPSERT_SELECTOR_STATE, self._selector_states.items())
                 conn.execute("COMMIT")
             except BaseException:
                 if conn.in_transaction:
@@ -442,6 +518,8 @@ class Store:
         self._updates.clear()
         self._history.clear()
         self._events.clear()
+        self._candidates.clear()
+        self._selector_states.clear()
         return rows
 
     def set_meta(self, key: str, value: Any) -> None:
@@ -456,6 +534,63 @@ class Store:
         """A value stored with :meth:`set_meta`, or ``default``."""
         row = self._conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         return default if row is None else json.loads(row[0])
+
+    # -- selector pools (buffered writes) -------------------------------------
+
+    def save_candidates(self, selector: str, rows: Iterable[CandidateRow]) -> None:
+        """Buffer candidates of ``selector``, each inserted or replacing the row of the same id.
+
+        Parameters
+        ----------
+        selector
+            The selector's name (its coupling), which scopes the ids.
+        rows
+            Whole rows; the vector is written with them and never again
+            (:meth:`update_candidates` changes only scores and flags).
+        """
+        self._require_writable()
+        for row in rows:
+            self._candidates[selector, row.id] = (
+                "upsert", (selector, row.id, row.seq, row.score, int(row.selected), row.vector)
+            )
+
+    def update_candidates(self, selector: str, updates: Iterable[tuple[str, float, bool]]) -> None:
+        """Buffer new ``(id, score, selected)`` of candidates saved before; ids not in the store are ignored.
+
+        Raises
+        ------
+        KeyError
+            For a candidate dropped in this same buffer: updating it is a
+            caller's bug that would otherwise vanish silently.
+        """
+        self._require_writable()
+        for candidate_id, score, selected in updates:
+            key = (selector, candidate_id)
+            pending = self._candidates.get(key)
+            if pending is None or pending[0] == "update":
+                self._candidates[key] = ("update", (score, int(selected), selector, candidate_id))
+            elif pending[0] == "upsert":
+                row = pending[1]
+                self._candidates[key] = ("upsert", (*row[:3], score, int(selected), row[5]))
+            else:
+                raise KeyError(f"candidate {candidate_id!r} of selector {selector!r} was dropped before this update")
+
+    def drop_candidates(self, selector: str, ids: Iterable[str]) -> None:
+        """Buffer the removal of candidates of ``selector`` (evicted from a full pool)."""
+        self._require_writable()
+        for candidate_id in ids:
+            self._candidates[selector, candidate_id] = ("delete", (selector, candidate_id))
+
+    def save_selector_state(self, selector: str, state: dict[str, Any]) -> None:
+        """Buffer the JSON-able state of ``selector`` (counters, model path), replacing the last one.
+
+        Raises
+        ------
+        TypeError
+            When ``state`` is not JSON-able.
+        """
+        self._require_writable()
+        self._selector_states[selector] = json.dumps(state)
 
     # -- reads (committed data only) ------------------------------------------
 
@@ -557,6 +692,18 @@ class Store:
             sql += " AND kind = ?"
             params.append(kind)
         return [(seq, t, k, json.loads(d)) for seq, t, k, d in self._conn.execute(sql + " ORDER BY seq", params)]
+
+    def load_candidates(self, selector: str) -> list[CandidateRow]:
+        """Committed candidates of ``selector``, waiting and promoted, in arrival order."""
+        rows = self._conn.execute(
+            "SELECT id, seq, score, selected, vector FROM candidates WHERE selector = ? ORDER BY seq", (selector,)
+        )
+        return [CandidateRow(i, seq, score, bool(selected), vector) for i, seq, score, selected, vector in rows]
+
+    def load_selector_state(self, selector: str) -> dict[str, Any] | None:
+        """The committed state of ``selector``, or ``None`` when it never saved one."""
+        row = self._conn.execute("SELECT state FROM selector_state WHERE selector = ?", (selector,)).fetchone()
+        return None if row is None else json.loads(row[0])
 
     # -- life cycle ------------------------------------------------------------
 

@@ -76,8 +76,12 @@ def test_valid_spec_resolves_plugins_configs_and_paths() -> None:
     assert campaign.scales[1].spec.depends_on == ["dock"]
     assert campaign.scales[1].spec.max_in_flight == 4
     assert campaign.spec.couplings == [
-        CouplingSpec(source="dock", target="md", selector="tiny-selector", config={"k": 3})
+        CouplingSpec(source="dock", target="md", selector="tiny-selector", config={"pool_size": 3},
+                     feature="contact_map")
     ]
+    (coupling,) = campaign.couplings
+    assert (coupling.selector.__name__, coupling.config.pool_size, coupling.spec.label) == (
+        "TinySelector", 3, "dock-to-md")
     assert campaign.policy.__name__ == "TinyPolicy" and campaign.policy_config.ratio == 0.5
     assert campaign.spec.budgets == Budgets(max_tasks=100, max_failures=0, max_hours=1.5)
 
@@ -390,13 +394,19 @@ def test_a_scale_with_other_errors_still_counts_as_existing_for_references() -> 
 
 
 def test_couplings_name_existing_scales_and_an_installed_selector() -> None:
-    text = ONE_SCALE + "couplings:\n  - {source: a, target: b, selector: tiny-selectr}\n"
+    text = ONE_SCALE + "couplings:\n  - {source: a, target: b, selector: tiny-selectr, feature: map}\n"
     found = problems(text)
     assert [(p, l, m) for p, l, m, _ in found] == [
         ("couplings[0].target", 7, "unknown scale 'b'"),
         ("couplings[0].selector", 7, "unknown selector plugin 'tiny-selectr'"),
     ]
-    assert found[1][3].startswith("did you mean 'tiny-selector'? installed selectors: tiny-selector.")
+    assert found[1][3].startswith("did you mean 'tiny-selector'? installed selectors: ")
+    assert "tiny-selector" in found[1][3]
+
+
+def test_coupling_selector_config_is_validated_by_the_selector() -> None:
+    text = ONE_SCALE + "couplings:\n  - {source: a, target: a, selector: tiny-selector, feature: m, config: {pool: 3}}\n"
+    assert problems(text)[0][:3] == ("couplings[0].config.pool", 7, "Extra inputs are not permitted")
 
 
 # --- expansion ------------------------------------------------------------------------------------------------

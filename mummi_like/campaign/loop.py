@@ -34,6 +34,7 @@ from typing import Any
 
 from mummi_like import events
 from mummi_like.backends.base import Backend, BackendEvent, UnsatisfiableRequest
+from mummi_like.campaign.coupling import COUPLING_LABEL, Coupling
 from mummi_like.campaign.policy import Policy
 from mummi_like.campaign.reporting import Reporter
 from mummi_like.campaign.stats import LoopStats
@@ -203,11 +204,14 @@ class Campaign:
         self.policy: Policy = resolved.policy(policy_config, limits)
         self.entries: dict[str, _Entry] = {}
         self.dependents: dict[str, list[str]] = defaultdict(list)
-        self.ready: dict[str, deque[TaskSpec]] = {scale.spec.name: deque() for scale in resolved.scales}
+        # Keyed by scale, in spec order; couplings add their training scales as their tasks appear.
+        self.ready: dict[str, deque[TaskSpec]] = defaultdict(deque, {s.spec.name: deque() for s in resolved.scales})
         self.in_flight: dict[str, int] = defaultdict(int)
         self.jobs: dict[str, _Entry] = {}
         self.failed: list[tuple[str, str]] = []
-        self.counts: dict[str, Counter[str]] = {scale.spec.name: Counter() for scale in resolved.scales}
+        self.counts: dict[str, Counter[str]] = defaultdict(Counter, {s.spec.name: Counter() for s in resolved.scales})
+        self.couplings: list[Coupling] = []
+        self._coupled: dict[str, Coupling] = {}
         self._stop_reason: str | None = None
         self._dropped_followups = 0
         self._chunk_was_full = True
@@ -298,6 +302,7 @@ class Campaign:
         started = time.time()
         with coordinator_lock(self.directory), self._stop_on_signals(), self.backend:
             self._load()
+            self._build_couplings()
             capacity = self.backend.capacity()
             self.store.log_event(events.COORDINATOR_STARTED, time.time(), pid=os.getpid(), backend=self.backend.name,
                                  nodes=capacity.nodes, cores=capacity.nodes * capacity.cores_per_node,
@@ -312,6 +317,8 @@ class Campaign:
                 for event in happened:
                     self._on_event(event)
                 now = time.monotonic()
+                if self._stop_reason is None:
+                    self._run_couplings(now)
                 if now >= next_control:
                     self._check_control(started)
                     next_control = now + self.control_interval
@@ -325,6 +332,8 @@ class Campaign:
                     self._interrupt()
                     break
             stats.write()
+            for coupling in self.couplings:
+                coupling.close()
             if self._dropped_followups:
                 self.store.log_event(events.BUDGET_EXHAUSTED, time.time(), dropped_followups=self._dropped_followups)
             self.store.log_event(events.COORDINATOR_STOPPED, time.time(), reason=self._stop_reason)
@@ -391,7 +400,38 @@ class Campaign:
             self.ready[entry.spec.scale].append(entry.spec)
 
     def _finished(self) -> bool:
-        return not self.jobs and not any(self.ready.values())
+        """Nothing runs, nothing waits, and no coupling has frames left to promote."""
+        if self.jobs or any(self.ready.values()):
+            return False
+        return not self._run_couplings(time.monotonic(), final=True)
+
+    def _build_couplings(self) -> None:
+        """Start each coupling's tailer and selector; on resume, count what it already promoted and trains."""
+        for resolved in self.resolved.couplings:
+            coupling = Coupling.build(resolved.spec, resolved.selector, resolved.config,
+                                      self.scales[resolved.spec.target], self.directory, self.store, resolved.spec.seed)
+            for entry in self.entries.values():
+                if entry.spec.labels.get(COUPLING_LABEL) == coupling.name:
+                    coupling.adopt(entry.spec, entry.state.is_final)
+            self.couplings.append(coupling)
+            self._coupled[coupling.name] = coupling
+
+    def _run_couplings(self, now: float, final: bool = False) -> bool:
+        """Give the couplings that are due a round (all of them, until they are dry, when ``final``).
+
+        Returns whether any frame or task came of it.
+        """
+        progressed = False
+        for coupling in self.couplings:
+            while final or now >= coupling.next_round:
+                outcome = coupling.round(final)
+                self._add_tasks(outcome.new_tasks, time.time())
+                if not (outcome.frames or outcome.new_tasks):
+                    break
+                progressed = True
+                if not final:
+                    break
+        return progressed
 
     def _wait_timeout(self, next_commit: float) -> float:
         """How long the backend may block: not at all while a full chunk is waiting to be
@@ -461,8 +501,13 @@ class Campaign:
         self._final_failure(entry, event.time, failure.message, result=result)
 
     def _follow_up(self, entry: _Entry, result: TaskResult, now: float) -> None:
-        """Record the tasks a scale creates from a result, within the max_tasks budget."""
-        new = labelled(entry.spec.scale, self.scales[entry.spec.scale].on_result(entry.spec, result))
+        """Record the tasks a scale creates from a result."""
+        scale = self.scales.get(entry.spec.scale)  # training tasks of couplings belong to no scale plugin
+        if scale is not None:
+            self._add_tasks(labelled(entry.spec.scale, scale.on_result(entry.spec, result)), now)
+
+    def _add_tasks(self, new: list[TaskSpec], now: float) -> None:
+        """Record tasks made while the campaign runs (follow-ups, promotions, trainings), within max_tasks."""
         if not new:
             return
         budget = self.resolved.spec.budgets.max_tasks
@@ -509,6 +554,10 @@ class Campaign:
         states[entry.state.value] -= 1
         states[state.value] += 1
         entry.state = state
+        if state.is_final and COUPLING_LABEL in entry.spec.labels:
+            result = fields.get("result")
+            seconds = (result.ended or now) - (result.started or now) if result is not None else 0.0
+            self._coupled[entry.spec.labels[COUPLING_LABEL]].task_final(entry.spec, state is TaskState.DONE, seconds)
         self.store.transition(entry.spec.id, state, now, **fields)
 
     # -- control, budgets, stopping ---------------------------------------------------------------

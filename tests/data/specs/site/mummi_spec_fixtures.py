@@ -7,10 +7,12 @@ only loaded and validated against, never run.
 
 from __future__ import annotations
 
+import numpy as np
 from pydantic import Field
 
 from mummi_like.backends.base import Backend, BackendConfig
 from mummi_like.scale import Scale
+from mummi_like.selection import Selector, SelectorConfig
 from mummi_like.tasks import Resources, StrictModel, TaskSpec
 
 
@@ -76,5 +78,10 @@ class BarePolicy:
     """A policy without a config model."""
 
 
-class TinySelector:
-    """A selector that is only looked up by name."""
+class TinySelector(Selector):
+    """A selector whose config is validated; it scores every frame alike."""
+
+    config_model = SelectorConfig
+
+    def _scores(self) -> np.ndarray:
+        return np.zeros(len(self.pool))

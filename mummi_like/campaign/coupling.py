@@ -1,0 +1,175 @@
+"""Couplings: coarse streams -> learned selector -> promoted fine tasks, inside the campaign loop.
+
+A coupling names a *source* scale whose tasks stream H5MD files, a *selector*
+plugin that scores the streamed frames, and a *target* scale that continues the
+frames it promotes (MuMMI's macro -> micro promotion, DeepDriveMD's outlier
+restarts). Every ``interval`` seconds the loop asks each coupling for a round:
+
+1. tail the source's streams for new complete frames (:class:`StreamTailer`),
+   drop frames whose feature holds NaN or infinities (logged), and feed the rest
+   to the selector;
+2. when the selector wants a new model and none is training, add its training
+   task (scale ``<coupling>-training``), which runs on the backend like any task;
+   when it is done, the model is hot-swapped (:meth:`task_final`);
+3. while the promotion budget allows (``max_in_flight`` target tasks running or
+   waiting, ``max_total`` over the campaign), take the selector's best frames
+   and let the target scale turn each into a task (:meth:`Scale.promote`, the
+   coupling's transform).
+
+Restart: the selector writes its pool through to the store; the tailer's
+position in every stream is saved after the frames it delivered are committed,
+so a restarted coordinator re-reads at most a few frames, which the selector's
+pool ignores as already seen.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mummi_like import events
+from mummi_like.scale import PromotedFrame, Scale
+from mummi_like.selection import Selector, SelectorContext
+from mummi_like.spec import CouplingSpec
+from mummi_like.store import Store
+from mummi_like.streams.tailer import StreamTailer, read_frame
+from mummi_like.tasks import TaskSpec
+
+STREAM_STATE = "coupling:{name}:streams"
+MODEL_LABEL = "model_path"
+COUPLING_LABEL = "coupling"
+PROMOTED_LABEL = "promoted_from"
+
+
+@dataclass
+class RoundResult:
+    """What one round of a coupling produced."""
+
+    frames: int
+    rejected: int
+    new_tasks: list[TaskSpec]
+
+
+class Coupling:
+    """One coupling's state in the loop: its tailer, its selector and its promotion budget."""
+
+    def __init__(self, spec: CouplingSpec, selector: Selector, target: Scale, directory: Path, store: Store) -> None:
+        self.spec = spec
+        self.name = spec.label
+        self.selector = selector
+        self.target = target
+        self.directory = directory
+        self.store = store
+        self.tailer = StreamTailer(directory / "tasks" / spec.source, pattern=spec.stream,
+                                   observables=[spec.feature], positions=False)
+        self.tailer.restore(store.get_meta(STREAM_STATE.format(name=self.name), {}))
+        self.promoted = 0
+        self.live: set[str] = set()  # promoted tasks not final yet: what max_in_flight counts
+        self.trainings = 0
+        self.training_in_flight: str | None = None
+        self.next_round = 0.0
+
+    @classmethod
+    def build(cls, spec: CouplingSpec, selector_class: type[Selector], config: Any, target: Scale,
+              directory: Path, store: Store, seed: int) -> Coupling:
+        """A coupling whose selector restores what the store holds for it."""
+        selector = selector_class(config, SelectorContext(name=spec.label, campaign_dir=directory, seed=seed,
+                                                          store=store))
+        return cls(spec, selector, target, directory, store)
+
+    @property
+    def training_scale(self) -> str:
+        """The scale name its training tasks are counted under."""
+        return f"{self.name}-training"
+
+    def adopt(self, task: TaskSpec, final: bool) -> None:
+        """Count a task of this coupling found in the store on resume (a promotion or a training)."""
+        if task.scale == self.training_scale:
+            self.trainings += 1
+            if not final:
+                self.training_in_flight = task.id
+        elif PROMOTED_LABEL in task.labels:
+            self.promoted += 1
+            if not final:
+                self.live.add(task.id)
+
+    def task_final(self, task: TaskSpec, done: bool, seconds: float) -> None:
+        """One of this coupling's tasks will not run again: free its promotion slot, or swap in a trained model."""
+        self.live.discard(task.id)
+        if task.id != self.training_in_flight:
+            return
+        self.training_in_flight = None
+        if done:  # a failed training leaves the current model in place; a later round may ask again
+            self.selector.load_model(task.labels[MODEL_LABEL])
+            self.store.log_event(events.SELECTOR_RETRAINED, time.time(), coupling=self.name, task=task.id,
+                                 duration=seconds)
+
+    def round(self, final: bool = False) -> RoundResult:
+        """Tail, ingest, maybe train, promote: the tasks this round adds (the loop records them).
+
+        ``final`` rounds come when nothing else runs: they search for stream files
+        at once rather than at the tailer's pace, so that no frame is left behind.
+        """
+        self.next_round = time.monotonic() + self.spec.interval
+        frames = self.tailer.poll(max_frames=self.spec.max_frames_per_round, rescan=final)
+        good = [frame for frame in frames if np.isfinite(frame.observables[self.spec.feature]).all()]
+        rejected = [f"{frame.file}:{frame.index}" for frame in frames if frame not in good]
+        now = time.time()
+        if rejected:
+            self.store.log_event(events.FRAMES_REJECTED, now, coupling=self.name, frames=rejected[:20],
+                                 count=len(rejected), reason=f"non-finite values in {self.spec.feature!r}")
+        if good:
+            self.selector.ingest([f"{frame.file}:{frame.index}" for frame in good],
+                                 np.stack([frame.observables[self.spec.feature] for frame in good]))
+        if frames:
+            # The tailer's position is saved only once the frames it delivered are committed.
+            self.store.flush()
+            self.store.set_meta(STREAM_STATE.format(name=self.name), self.tailer.state())
+        new_tasks = [*self._training(), *self._promotions()]
+        return RoundResult(len(frames), len(rejected), new_tasks)
+
+    def _training(self) -> list[TaskSpec]:
+        if self.training_in_flight is not None or not self.selector.retrain_due():
+            return []
+        task_id = f"{self.training_scale}.{self.trainings:04d}"
+        workdir = f"tasks/{self.training_scale}/{task_id}"
+        training = self.selector.training_task(workdir)
+        if training is None:
+            return []
+        self.trainings += 1
+        self.training_in_flight = task_id
+        return [TaskSpec(
+            id=task_id, payload=training.payload, resources=training.resources, workdir=workdir,
+            labels={"scale": self.training_scale, "stage": "training", COUPLING_LABEL: self.name,
+                    MODEL_LABEL: training.model_path},
+        )]
+
+    def _promotions(self) -> list[TaskSpec]:
+        room = self.spec.max_in_flight - len(self.live)
+        if self.spec.max_total is not None:
+            room = min(room, self.spec.max_total - self.promoted)
+        tasks = []
+        for frame_id, score in self.selector.select(max(0, room)):
+            path, _, index = frame_id.rpartition(":")
+            frame = read_frame(Path(path), int(index))
+            source_task = Path(path).relative_to(self.directory / "tasks" / self.spec.source).parts[0]
+            promoted = PromotedFrame(
+                frame_id=frame_id, coupling=self.name, source_task=source_task, file=frame.file,
+                index=frame.index, step=frame.step, time=frame.time, score=score,
+                positions=frame.positions, box=frame.box, observables=frame.observables,
+            )
+            task_id = f"{self.spec.target}.{self.name}.{self.promoted:05d}"
+            task = self.target.promote(promoted, task_id)
+            self.promoted += 1
+            self.live.add(task_id)
+            tasks.append(task.model_copy(update={"labels": {
+                **task.labels, "scale": self.spec.target, COUPLING_LABEL: self.name, PROMOTED_LABEL: frame_id,
+            }}))
+        return tasks
+
+    def close(self) -> None:
+        self.tailer.close()

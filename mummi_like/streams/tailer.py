@@ -1,0 +1,405 @@
+"""Follow many growing H5MD streams and yield each complete frame exactly once.
+
+The coordinator tails the files of hundreds of running simulations, written by
+:class:`~mummi_like.streams.h5md.H5MDWriter`, and feeds their frames to a
+selector. Three properties matter more than speed:
+
+* **It never blocks a writer.** Files are opened read-only in SWMR mode with
+  HDF5 file locking off: a SWMR reader takes no lock and writes nothing, so
+  there is nothing a writer could wait on, however long a handle stays open.
+* **It trusts only complete frames.** A frame is yielded only below the file's
+  completion counter (``/mummi_like/complete``, advanced by the writer after the
+  frame's data is flushed; see :mod:`mummi_like.streams.h5md`), so a frame in
+  progress, or the torn frame of a writer that crashed, is never seen. The
+  counter is read first; every dataset is refreshed after it, so it is at
+  least as long as the counter says.
+* **Bad files do not stop it.** A file that cannot be opened or read (still
+  being created by another program, truncated, corrupt, not a mummi-like
+  stream) is skipped with one logged warning per distinct problem and retried
+  at the next poll.
+
+A frame's identity is ``(file, index)``. The tailer keeps the next index per
+file; :meth:`StreamTailer.state` and :meth:`StreamTailer.restore` carry it
+across a restart of the coordinator so that nothing is yielded twice. Only the
+new frames' slices are read, never whole datasets. :func:`read_frame` reads one
+chosen frame whole, e.g. to promote it to a finer scale.
+
+Cost per file is what limits how many streams one coordinator follows, so:
+
+* handles stay open between polls (up to ``max_open``, least recently active
+  closed first): reading a file's new frames costs about half as much through
+  refreshed datasets as through a freshly opened file, and under SWMR the
+  layout cannot change, so the datasets are looked up once per handle; a file
+  replaced under the same name (another inode) gets a new handle;
+* a file whose inode, size and modification time did not change since a poll
+  that read everything is not even refreshed, except once per
+  ``rescan_interval``: that keeps idle streams at the cost of a ``stat``, and the
+  periodic check covers file systems whose timestamps are coarse or cached (NFS).
+"""
+
+from __future__ import annotations
+
+import glob
+import logging
+import os
+import time
+from collections import OrderedDict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+
+import h5py
+import numpy as np
+
+from mummi_like.streams.h5md import COMPLETE_DATASET, PARTICLE_GROUP, PROTOCOL_GROUP, PROTOCOL_VERSION
+
+logger = logging.getLogger(__name__)
+
+_TRAJECTORY = f"particles/{PARTICLE_GROUP}"
+
+READ_ERRORS = (OSError, RuntimeError, KeyError, ValueError)
+"""What h5py raises for a file that is not (yet) a readable stream; anything else is a bug and propagates."""
+MTIME_SETTLE_S = 0.1
+"""A file modified this recently may change again within the same timestamp tick: its signature is not trusted."""
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One complete frame of one stream.
+
+    Attributes
+    ----------
+    file
+        Absolute path of the stream; with ``index``, the frame's identity.
+    index
+        Frame number within the file, from 0.
+    step, time
+        Integration step and simulation time (ps).
+    positions
+        ``(n_atoms, 3)`` in nm, or None when the tailer was told not to read them.
+    box
+        ``(3, 3)`` box vectors in nm (rows), or None for a non-periodic stream.
+    observables
+        Name -> this frame's value (an array, 0-d for a scalar), for the observables the tailer reads.
+
+    The arrays are views of one read per dataset and poll: keeping a few frames
+    of a large batch keeps the batch; copy them to keep less.
+    """
+
+    file: Path
+    index: int
+    step: int
+    time: float
+    positions: np.ndarray | None = field(repr=False)
+    box: np.ndarray | None = field(repr=False)
+    observables: dict[str, np.ndarray] = field(repr=False)
+
+
+class _Handle:
+    """The one open SWMR read handle of this process on one stream file.
+
+    HDF5 keeps a single open file per process, shared by every handle on it, and
+    refreshing a dataset that is open twice in the process fails ("can't insert
+    duplicate key"), while a dataset opened again without a refresh may show
+    metadata cached before it was closed. So every read of a stream in this
+    process, by any tailer or :func:`read_frame`, goes through one shared handle
+    (:func:`_acquire`), which opens each dataset once and refreshes it before
+    each read. The layout cannot change under SWMR, so it is looked up once.
+    """
+
+    def __init__(self, path: Path, inode: int) -> None:
+        self.path = path
+        self.inode = inode
+        self.users = 0
+        self.file = h5py.File(path, "r", libver="latest", swmr=True, locking=False)
+        self._datasets: dict[str, h5py.Dataset] = {}
+        try:
+            version = self.file[PROTOCOL_GROUP].attrs.get("protocol_version")
+            if version != PROTOCOL_VERSION:
+                raise ValueError(f"stream protocol version {version!r}, this tailer reads {PROTOCOL_VERSION}")
+            self.has_box = "edges" in self.file[f"{_TRAJECTORY}/box"]
+            self.observables = list(self.file.get("observables") or ())
+        except BaseException:
+            self.file.close()
+            raise
+
+    def _read(self, name: str, start: int, stop: int) -> np.ndarray:
+        dataset = self._datasets.get(name)
+        if dataset is None:
+            dataset = self._datasets[name] = self.file[name]
+        dataset.refresh()
+        if dataset.shape[0] < stop:
+            raise ValueError(f"{dataset.name} has {dataset.shape[0]} frames, fewer than the {stop} complete ones")
+        return dataset[start:stop]
+
+    def complete(self) -> int:
+        """The writer's completion counter, as of now."""
+        return int(self._read(COMPLETE_DATASET, 0, 1)[0])
+
+    def frames(self, start: int, stop: int, observables: list[str] | None, positions: bool) -> list[Frame]:
+        """Frames ``start`` to ``stop`` (all complete), one slice read per dataset.
+
+        ``observables`` None reads all the stream has; a name it lacks raises KeyError.
+        """
+        names = self.observables if observables is None else observables
+        missing = sorted(set(names) - set(self.observables))
+        if missing:
+            raise KeyError(f"the stream has no observable {missing}; it has {self.observables}")
+        steps = self._read(f"{_TRAJECTORY}/position/step", start, stop)
+        times = self._read(f"{_TRAJECTORY}/position/time", start, stop)
+        coordinates = self._read(f"{_TRAJECTORY}/position/value", start, stop) if positions else None
+        boxes = self._read(f"{_TRAJECTORY}/box/edges/value", start, stop) if self.has_box else None
+        values = {name: self._read(f"observables/{name}/value", start, stop) for name in names}
+        return [
+            Frame(
+                file=self.path,
+                index=start + k,
+                step=int(steps[k]),
+                time=float(times[k]),
+                positions=None if coordinates is None else coordinates[k],
+                box=None if boxes is None else boxes[k],
+                observables={name: value[k, ...] for name, value in values.items()},
+            )
+            for k in range(stop - start)
+        ]
+
+
+_HANDLES: dict[Path, _Handle] = {}
+"""This process's open handle on each stream file, shared by its tailers and :func:`read_frame`."""
+
+
+def _acquire(path: Path, inode: int) -> _Handle:
+    """A use of the process's handle on ``path``, opened if there is none on this inode (a replaced file)."""
+    handle = _HANDLES.get(path)
+    if handle is None or handle.inode != inode:
+        handle = _HANDLES[path] = _Handle(path, inode)
+    handle.users += 1
+    return handle
+
+
+def _release(handle: _Handle) -> None:
+    """End a use of ``handle``, closing it after the last."""
+    handle.users -= 1
+    if handle.users == 0:
+        handle.file.close()
+        if _HANDLES.get(handle.path) is handle:
+            del _HANDLES[handle.path]
+
+
+@dataclass
+class _Stream:
+    """What the tailer remembers of one file."""
+
+    position: int = 0
+    signature: tuple[int, int, int] | None = None
+    checked_at: float = float("-inf")
+    warning: str | None = None
+    handle: _Handle | None = None
+
+
+class StreamTailer:
+    """Poll a set of H5MD stream files for new complete frames.
+
+    Parameters
+    ----------
+    source
+        A folder, searched with ``pattern``, or a glob pattern (``runs/*/traj*.h5md``;
+        ``**`` spans folders). Files that appear later are picked up.
+    pattern
+        The glob, relative to ``source``, when ``source`` is a folder.
+    observables
+        Names of the observables to read; every stream must have them (a stream
+        without one is skipped with a warning). None reads all a stream has.
+    positions
+        Whether to read positions; a selector that needs only observables (contact
+        maps) saves the largest read by passing False.
+    rescan_interval
+        Seconds between searches for new files, and between checks of files that
+        look unchanged.
+    max_open
+        Most file handles kept open between polls; more streams than this cost
+        a reopen each when they next have frames.
+
+    Notes
+    -----
+    Tailers and :func:`read_frame` in one process share one handle per file, as
+    HDF5 requires (see :class:`_Handle`); a writer in the same process is fine.
+    """
+
+    def __init__(
+        self,
+        source: str | os.PathLike[str],
+        *,
+        pattern: str = "**/*.h5md",
+        observables: Iterable[str] | None = None,
+        positions: bool = True,
+        rescan_interval: float = 1.0,
+        max_open: int = 256,
+    ) -> None:
+        if max_open < 1:
+            raise ValueError(f"max_open must be at least 1, got {max_open}")
+        text = os.fspath(source)
+        self._glob = text if glob.has_magic(text) else os.path.join(text, pattern)
+        self._observables = None if observables is None else list(observables)
+        self._read_positions = positions
+        self.rescan_interval = rescan_interval
+        self.max_open = max_open
+        self._streams: dict[Path, _Stream] = {}
+        self._files: list[Path] = []
+        self._open: OrderedDict[Path, None] = OrderedDict()  # least recently read first
+        self._next_scan = float("-inf")
+        self._cursor = 0
+
+    @property
+    def files(self) -> list[Path]:
+        """The stream files found by the last search, in path order."""
+        return list(self._files)
+
+    def poll(self, max_frames: int | None = None, rescan: bool = False) -> list[Frame]:
+        """Return the complete frames not yielded before, in order within each file.
+
+        Parameters
+        ----------
+        max_frames
+            At most this many frames; files are served round-robin across polls,
+            so that a busy stream cannot starve the others.
+        rescan
+            Search for new files now, whenever the last search was (for a last
+            poll once every writer has finished).
+        """
+        now = time.monotonic()
+        if rescan or now >= self._next_scan:
+            self._scan()
+            self._next_scan = now + self.rescan_interval
+        frames: list[Frame] = []
+        count, first = len(self._files), self._cursor
+        for offset in range(count):
+            budget = None if max_frames is None else max_frames - len(frames)
+            if budget is not None and budget <= 0:
+                break
+            at = (first + offset) % count
+            new = self._read_new(self._files[at], budget)
+            if new:
+                frames.extend(new)
+                self._cursor = (at + 1) % count
+        return frames
+
+    def state(self) -> dict[str, int]:
+        """The next frame index of every known file, to persist with the coordinator's state."""
+        return {str(path): stream.position for path, stream in self._streams.items()}
+
+    def restore(self, state: Mapping[str, int]) -> None:
+        """Continue from a :meth:`state`: frames below each file's index are not yielded again."""
+        for name, position in state.items():
+            stream = self._streams.setdefault(Path(os.path.abspath(name)), _Stream())
+            stream.position = int(position)
+            stream.signature = None
+
+    def close(self) -> None:
+        """Close every open file handle; a later :meth:`poll` reopens what it needs."""
+        for path in list(self._open):
+            self._close(path)
+
+    def __enter__(self) -> StreamTailer:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, traceback: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def _scan(self) -> None:
+        self._files = sorted(
+            Path(os.path.abspath(name)) for name in glob.glob(self._glob, recursive=True) if os.path.isfile(name)
+        )
+        for path in self._files:
+            self._streams.setdefault(path, _Stream())
+        for path in set(self._open) - set(self._files):
+            self._close(path)
+        if self._files:
+            self._cursor %= len(self._files)
+
+    def _read_new(self, path: Path, budget: int | None) -> list[Frame]:
+        """Read the new complete frames of one file, or none if it is unchanged or unreadable."""
+        stream = self._streams[path]
+        try:
+            stat = os.stat(path)
+        except FileNotFoundError:
+            return []
+        signature = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
+        now = time.monotonic()
+        if signature == stream.signature and now - stream.checked_at < self.rescan_interval:
+            return []
+        try:
+            handle = self._handle(path, stream, stat.st_ino)
+            complete = handle.complete()
+            if complete < stream.position:
+                raise ValueError(
+                    f"{complete} complete frames but {stream.position} were already yielded: was the file rewritten?"
+                )
+            stop = complete if budget is None else min(complete, stream.position + budget)
+            frames = (
+                handle.frames(stream.position, stop, self._observables, self._read_positions)
+                if stop > stream.position else []
+            )
+        except READ_ERRORS as exc:
+            self._close(path)
+            message = f"{type(exc).__name__}: {exc}"
+            if message != stream.warning:
+                logger.warning("stream %s is not readable yet, retrying at a later poll (%s)", path, message)
+                stream.warning = message
+            stream.signature = None
+            return []
+        stream.warning = None
+        stream.checked_at = now
+        stream.position += len(frames)
+        settled = time.time() - stat.st_mtime_ns / 1e9 > MTIME_SETTLE_S
+        stream.signature = signature if settled and stream.position == complete else None
+        return frames
+
+    def _handle(self, path: Path, stream: _Stream, inode: int) -> _Handle:
+        """The handle on ``path``, (re)acquired if there is none or the file was replaced."""
+        if stream.handle is not None and stream.handle.inode != inode:
+            self._close(path)
+        if stream.handle is None:
+            while len(self._open) >= self.max_open:
+                self._close(next(iter(self._open)))
+            stream.handle = _acquire(path, inode)
+        self._open[path] = None
+        self._open.move_to_end(path)
+        return stream.handle
+
+    def _close(self, path: Path) -> None:
+        stream = self._streams[path]
+        if stream.handle is not None:
+            _release(stream.handle)
+            stream.handle = None
+        self._open.pop(path, None)
+
+
+def read_frame(path: str | os.PathLike[str], index: int) -> Frame:
+    """Read one complete frame of a stream whole: positions, box and every observable.
+
+    A coordinator's tailer often reads only what its selector scores (a contact
+    map, no positions); the frame it promotes to a finer scale is then read
+    again, whole, from its ``(file, index)``. Where a tailer of this process
+    follows the file, the read goes through the tailer's handle (HDF5 allows
+    only one per process, see :class:`_Handle`).
+
+    Raises
+    ------
+    IndexError
+        If ``index`` is not a complete frame (yet).
+    OSError, KeyError, ValueError
+        If the file is not a readable mummi-like stream.
+    """
+    path = Path(os.path.abspath(path))
+    handle = _acquire(path, os.stat(path).st_ino)
+    try:
+        complete = handle.complete()
+        if not 0 <= index < complete:
+            raise IndexError(f"{path}: frame {index} is not complete; the file has {complete} complete frames")
+        return handle.frames(index, index + 1, observables=None, positions=True)[0]
+    finally:
+        _release(handle)
