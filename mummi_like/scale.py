@@ -49,6 +49,17 @@ class PromotedFrame:
     observables: dict[str, np.ndarray] = field(repr=False, metadata={"doc": "The frame's observables."})
 
 
+@dataclass(frozen=True)
+class Feedback:
+    """A finished task of a coupling's target scale, handed back to the source scale (fine -> coarse)."""
+
+    coupling: str = field(metadata={"doc": "The coupling that promoted the frame."})
+    frame_id: str = field(metadata={"doc": "The promoted frame the task started from."})
+    task: TaskSpec = field(metadata={"doc": "The finished target task."})
+    result: TaskResult = field(metadata={"doc": "Its result (value, times, output paths)."})
+    workdir: Path = field(metadata={"doc": "Its working directory (absolute), with whatever it wrote."})
+
+
 class Scale(abc.ABC):
     """A simulation or compute engine that produces tasks.
 
@@ -81,6 +92,15 @@ class Scale(abc.ABC):
             f"scale {self.context.name!r} ({type(self).__name__}) cannot start from promoted frames; "
             "make a scale whose plugin implements `promote` the target of the coupling"
         )
+
+    def on_feedback(self, feedback: Feedback) -> list[TaskSpec]:
+        """Tasks this (source) scale starts from a finished fine task; none by default.
+
+        MuMMI's fine-to-coarse feedback: the coarse scale may, say, restart a
+        replica from where the fine simulation ended, or with parameters it
+        learned. Returned tasks are recorded like any follow-up.
+        """
+        return []
 
     def workdir(self, task_id: str) -> str:
         """The conventional working directory of a task, relative to the campaign directory."""

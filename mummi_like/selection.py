@@ -380,6 +380,13 @@ class Selector(abc.ABC):
         """
         return None
 
+    def feedback(self, frame_id: str, value: Any) -> None:
+        """The result of the fine task that continued ``frame_id``; ignored by default.
+
+        A selector may keep such results as labels for its next training (the
+        fine scale telling the selector what its promotions were worth).
+        """
+
     def load_model(self, path: str) -> None:
         """Hot-swap the model written by a training task and rescore the pool.
 

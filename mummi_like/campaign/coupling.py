@@ -32,12 +32,12 @@ from typing import Any
 import numpy as np
 
 from mummi_like import events
-from mummi_like.scale import PromotedFrame, Scale
+from mummi_like.scale import Feedback, PromotedFrame, Scale
 from mummi_like.selection import Selector, SelectorContext
 from mummi_like.spec import CouplingSpec
 from mummi_like.store import Store
 from mummi_like.streams.tailer import StreamTailer, read_frame
-from mummi_like.tasks import TaskSpec
+from mummi_like.tasks import TaskResult, TaskSpec
 
 STREAM_STATE = "coupling:{name}:streams"
 MODEL_LABEL = "model_path"
@@ -57,10 +57,12 @@ class RoundResult:
 class Coupling:
     """One coupling's state in the loop: its tailer, its selector and its promotion budget."""
 
-    def __init__(self, spec: CouplingSpec, selector: Selector, target: Scale, directory: Path, store: Store) -> None:
+    def __init__(self, spec: CouplingSpec, selector: Selector, source: Scale, target: Scale, directory: Path,
+                 store: Store) -> None:
         self.spec = spec
         self.name = spec.label
         self.selector = selector
+        self.source = source
         self.target = target
         self.directory = directory
         self.store = store
@@ -74,12 +76,12 @@ class Coupling:
         self.next_round = 0.0
 
     @classmethod
-    def build(cls, spec: CouplingSpec, selector_class: type[Selector], config: Any, target: Scale,
-              directory: Path, store: Store, seed: int) -> Coupling:
+    def build(cls, spec: CouplingSpec, selector_class: type[Selector], config: Any, scales: dict[str, Scale],
+              directory: Path, store: Store) -> Coupling:
         """A coupling whose selector restores what the store holds for it."""
-        selector = selector_class(config, SelectorContext(name=spec.label, campaign_dir=directory, seed=seed,
+        selector = selector_class(config, SelectorContext(name=spec.label, campaign_dir=directory, seed=spec.seed,
                                                           store=store))
-        return cls(spec, selector, target, directory, store)
+        return cls(spec, selector, scales[spec.source], scales[spec.target], directory, store)
 
     @property
     def training_scale(self) -> str:
@@ -170,6 +172,12 @@ class Coupling:
                 **task.labels, "scale": self.spec.target, COUPLING_LABEL: self.name, PROMOTED_LABEL: frame_id,
             }}))
         return tasks
+
+    def feedback(self, task: TaskSpec, result: TaskResult) -> list[TaskSpec]:
+        """A promoted task is done: tell the selector its result, and let the source scale act on it."""
+        frame_id = task.labels[PROMOTED_LABEL]
+        self.selector.feedback(frame_id, result.value)
+        return self.source.on_feedback(Feedback(self.name, frame_id, task, result, self.directory / task.workdir))
 
     def close(self) -> None:
         self.tailer.close()

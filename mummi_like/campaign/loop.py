@@ -34,8 +34,8 @@ from typing import Any
 
 from mummi_like import events
 from mummi_like.backends.base import Backend, BackendEvent, UnsatisfiableRequest
-from mummi_like.campaign.coupling import COUPLING_LABEL, Coupling
-from mummi_like.campaign.policy import Policy
+from mummi_like.campaign.coupling import COUPLING_LABEL, PROMOTED_LABEL, Coupling
+from mummi_like.campaign.policy import Load, Policy
 from mummi_like.campaign.reporting import Reporter
 from mummi_like.campaign.stats import LoopStats
 from mummi_like.scale import Scale, ScaleContext
@@ -206,7 +206,7 @@ class Campaign:
         self.dependents: dict[str, list[str]] = defaultdict(list)
         # Keyed by scale, in spec order; couplings add their training scales as their tasks appear.
         self.ready: dict[str, deque[TaskSpec]] = defaultdict(deque, {s.spec.name: deque() for s in resolved.scales})
-        self.in_flight: dict[str, int] = defaultdict(int)
+        self.in_flight: dict[str, Load] = defaultdict(Load)
         self.jobs: dict[str, _Entry] = {}
         self.failed: list[tuple[str, str]] = []
         self.counts: dict[str, Counter[str]] = defaultdict(Counter, {s.spec.name: Counter() for s in resolved.scales})
@@ -304,6 +304,7 @@ class Campaign:
             self._load()
             self._build_couplings()
             capacity = self.backend.capacity()
+            self.policy.bind(capacity)
             self.store.log_event(events.COORDINATOR_STARTED, time.time(), pid=os.getpid(), backend=self.backend.name,
                                  nodes=capacity.nodes, cores=capacity.nodes * capacity.cores_per_node,
                                  gpus=capacity.nodes * capacity.gpus_per_node)
@@ -373,7 +374,7 @@ class Campaign:
         for job_id, entry in in_flight.items():
             if job_id in held:
                 self.jobs[job_id] = entry
-                self.in_flight[entry.spec.scale] += 1
+                self._hold(entry.spec, 1)
             else:
                 self._set(entry, TaskState.RETRYING, now, info={"reason": f"requeued: the backend no longer holds job {job_id}"})
         for entry in self.entries.values():
@@ -408,8 +409,8 @@ class Campaign:
     def _build_couplings(self) -> None:
         """Start each coupling's tailer and selector; on resume, count what it already promoted and trains."""
         for resolved in self.resolved.couplings:
-            coupling = Coupling.build(resolved.spec, resolved.selector, resolved.config,
-                                      self.scales[resolved.spec.target], self.directory, self.store, resolved.spec.seed)
+            coupling = Coupling.build(resolved.spec, resolved.selector, resolved.config, self.scales,
+                                      self.directory, self.store)
             for entry in self.entries.values():
                 if entry.spec.labels.get(COUPLING_LABEL) == coupling.name:
                     coupling.adopt(entry.spec, entry.state.is_final)
@@ -462,9 +463,14 @@ class Campaign:
             job_id = outcome
             entry.attempt, entry.job_id = attempt, job_id
             self.jobs[job_id] = entry
-            self.in_flight[spec.scale] += 1
+            self._hold(spec, 1)
             self._set(entry, TaskState.QUEUED, now, attempt=attempt, job_id=job_id)
         return len(admitted)
+
+    def _hold(self, spec: TaskSpec, sign: int) -> None:
+        """Count a task in (+1) or out (-1) of what its scale holds on the backend."""
+        load = self.in_flight[spec.scale]
+        self.in_flight[spec.scale] = Load(load.tasks + sign, load.cores + sign * spec.resources.cores)
 
     def _on_event(self, event: BackendEvent) -> None:
         entry = self.jobs.get(event.job_id)
@@ -477,11 +483,14 @@ class Campaign:
         result = event.result
         assert result is not None
         del self.jobs[event.job_id]
-        self.in_flight[entry.spec.scale] -= 1
+        self._hold(entry.spec, -1)
         if result.ok:
             self._set(entry, TaskState.DONE, event.time, result=result)
             self._release_dependents(entry, event.time)
             self._follow_up(entry, result, event.time)
+            if PROMOTED_LABEL in entry.spec.labels:
+                self._add_tasks(self._coupled[entry.spec.labels[COUPLING_LABEL]].feedback(entry.spec, result),
+                                event.time)
             return
         failure = result.failure or Failure(kind="exit", exit_code=result.exit_code)
         if failure.kind == "lost":  # not the task's fault (its allocation ended): run it again, uncounted

@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, Self
 import numpy as np
 from pydantic import Field, TypeAdapter, ValidationError, model_validator
 
-from mummi_like.scale import PromotedFrame
+from mummi_like.scale import Feedback, PromotedFrame
 from mummi_like.tasks import CallablePayload, TaskSpec
 from mummi_scales.parameters import (
     ParameterizedConfig,
@@ -108,6 +108,11 @@ class ChainMDConfig(ParameterizedConfig):
         gt=0,
         description="Distance (nm) under which two beads are in contact in the streamed contact map; 0.6 nm is "
         "1.6 bead diameters, past the Lennard-Jones minimum (0.43 nm), so touching beads count.",
+    )
+    restart_from_fine: bool = Field(
+        False,
+        description="Start a new replica of this (coarse) scale from the last frame of every fine run that a "
+        "coupling from this scale promoted (MuMMI's fine-to-coarse feedback).",
     )
     replicas: int = Field(
         0,
@@ -207,9 +212,7 @@ class ChainMDScale(ParameterizedScale):
 
         The file also records where the frame came from (``frame_id``,
         ``source_task``, ``coupling``, ``step``, ``time``, ``score``), so a fine
-        trajectory can be traced back without the campaign store. It is written
-        under a temporary name and renamed, so a coordinator that dies meanwhile
-        leaves no torn start file for a resumed one to trust.
+        trajectory can be traced back without the campaign store.
 
         Raises
         ------
@@ -223,15 +226,44 @@ class ChainMDScale(ParameterizedScale):
                 f"frame {frame.frame_id} of coupling {frame.coupling!r} has positions of shape {positions.shape}, but "
                 f"scale {self.context.name!r} simulates {self.config.beads} beads; give both scales the same `beads`"
             )
+        provenance = {"frame_id": frame.frame_id, "source_task": frame.source_task, "coupling": frame.coupling,
+                      "step": frame.step, "time": frame.time, "score": frame.score}
+        labels = {"promoted_from": frame.frame_id, "coupling": frame.coupling, "source_task": frame.source_task}
+        return self._start_from(task_id, positions, provenance, labels)
+
+    def on_feedback(self, feedback: Feedback) -> list[TaskSpec]:
+        """With ``restart_from_fine``, start a new replica here from the last frame of each finished fine run.
+
+        MuMMI's fine-to-coarse feedback: what the fine scale found (a refined,
+        more compact fold) seeds further exploration at this scale.
+        """
+        if not self.config.restart_from_fine:
+            return []
+        frames = int((feedback.result.value or {}).get("frames", 0))
+        if frames < 1:
+            return []
+        from mummi_like.streams.tailer import read_frame  # h5py only when feedback is used
+
+        last = read_frame(feedback.workdir / TRAJECTORY, frames - 1)
+        task_id = f"{self.context.name}.from-{feedback.task.id}"
+        provenance = {"frame_id": f"{last.file}:{last.index}", "source_task": feedback.task.id,
+                      "coupling": feedback.coupling, "step": last.step, "time": last.time, "score": 0.0}
+        return [self._start_from(task_id, np.asarray(last.positions, dtype=np.float64), provenance,
+                                 {"restarted_from": feedback.task.id})]
+
+    def _start_from(self, task_id: str, positions: np.ndarray, provenance: dict[str, Any],
+                    labels: dict[str, str]) -> TaskSpec:
+        """Write the start file (positions and where they came from) and return the run that starts from it.
+
+        The file is written under a temporary name and renamed, so a coordinator
+        that dies meanwhile leaves no torn start file for a resumed one to trust.
+        """
         workdir = self.workdir(task_id)
         folder = self.context.campaign_dir / workdir
         folder.mkdir(parents=True, exist_ok=True)
         partial = folder / f".{START}.partial"
         with partial.open("wb") as handle:
-            np.savez(
-                handle, positions=positions, frame_id=frame.frame_id, source_task=frame.source_task,
-                coupling=frame.coupling, step=frame.step, time=frame.time, score=frame.score,
-            )  # fmt: skip
+            np.savez(handle, positions=positions, **provenance)
         os.replace(partial, folder / START)
 
         name = self.context.name
@@ -253,10 +285,7 @@ class ChainMDScale(ParameterizedScale):
             ),
             resources=self.config.resources,
             retry=self.config.retry,
-            labels={
-                "scale": name, "stage": name,
-                "promoted_from": frame.frame_id, "coupling": frame.coupling, "source_task": frame.source_task,
-            },  # fmt: skip
+            labels={"scale": name, "stage": name, **labels},
             workdir=workdir,
             priority=self.config.priority,
         )

@@ -23,7 +23,7 @@ scales:
   - name: coarse
     plugin: chain-md
     config: {replicas: 2, beads: 12, temperature: 450.0, timestep: 0.03, friction: 5.0,
-             steps: 3000, report_interval: 100, platform: Reference}
+             steps: 3000, report_interval: 100, platform: Reference, restart_from_fine: true}
   - name: fine
     plugin: chain-md
     config: {replicas: 0, beads: 12, temperature: 300.0, timestep: 0.01, friction: 1.0,
@@ -55,8 +55,8 @@ def campaign_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_coarse_training_and_fine_tasks_all_ran(campaign_dir: Path) -> None:
     counts = status_report(campaign_dir)["counts"]
-    assert counts["coarse"] == {"done": 2}
     assert counts["fine"] == {"done": 3}, "max_total promotions"
+    assert counts["coarse"] == {"done": 2 + 3}, "2 replicas, and one restart fed back by each fine run"
     assert counts["coarse-to-fine-training"]["done"] >= 1
     with Store.open(campaign_dir, readonly=True) as store:
         retrained = [data for _, _, _, data in store.events(kind="selector-retrained")]
@@ -76,6 +76,18 @@ def test_fine_tasks_start_from_exactly_the_promoted_frames(campaign_dir: Path) -
         np.testing.assert_array_equal(start["positions"], promoted.positions)
         sources.add(record.spec.labels[PROMOTED_LABEL])
     assert len(sources) == len(fine) == 3, "no frame is promoted twice"
+
+
+def test_each_fine_run_feeds_a_coarse_restart_from_its_last_frame(campaign_dir: Path) -> None:
+    with Store.open(campaign_dir, readonly=True) as store:
+        restarts = [r for r in store.tasks(scale="coarse") if "restarted_from" in r.spec.labels]
+        fine = {r.id: r for r in store.tasks(scale="fine")}
+    assert sorted(r.spec.labels["restarted_from"] for r in restarts) == sorted(fine)
+    for restart in restarts:
+        origin = fine[restart.spec.labels["restarted_from"]]
+        last = read_frame(campaign_dir / origin.spec.workdir / "trajectory.h5md", origin.value["frames"] - 1)
+        start = np.load(campaign_dir / restart.spec.workdir / "start.npz")
+        np.testing.assert_array_equal(start["positions"], last.positions)
 
 
 def test_resuming_a_finished_coupled_campaign_promotes_nothing_more(campaign_dir: Path) -> None:
