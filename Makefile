@@ -30,6 +30,7 @@ test: venv
 bench: venv
 	OMP_NUM_THREADS=1 $(BIN)/python bench/overhead.py
 	OMP_NUM_THREADS=1 $(BIN)/python bench/utilization.py --report runs/bench-utilization-report
+	OMP_NUM_THREADS=1 $(BIN)/python bench/streaming.py
 
 clean-venv:
 	rm -rf $(VENV)
