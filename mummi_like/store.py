@@ -646,6 +646,18 @@ class Store:
         rows = self._conn.execute(f"SELECT {_TASK_COLUMNS} FROM {_TASKS_WITH_SPECS}{where} ORDER BY tasks.rowid", params)
         return [self._record(row) for row in rows]
 
+    def task_resources(self) -> dict[str, tuple[str, int, int]]:
+        """Scale, cores and GPUs of every committed task, read in SQL rather than by parsing each spec.
+
+        Telemetry needs only these, and parsing every spec cost `status` about
+        1.75 s per 20,000 tasks.
+        """
+        rows = self._conn.execute(
+            "SELECT tasks.id, tasks.scale, json_extract(specs.spec, '$.resources.cores'), "
+            f"json_extract(specs.spec, '$.resources.gpus') FROM {_TASKS_WITH_SPECS}"
+        )
+        return {task_id: (scale, int(cores), int(gpus)) for task_id, scale, cores, gpus in rows}
+
     def task_ids(self) -> set[str]:
         """Ids of all committed tasks."""
         return {row[0] for row in self._conn.execute("SELECT id FROM tasks")}

@@ -180,12 +180,12 @@ def read_telemetry(store: Store, now: float | None = None) -> Telemetry:
     before its start, so a clock that stepped back cannot make a negative interval.
     """
     history = store.all_history()
-    records = store.tasks()
+    shapes = store.task_resources()
+    failed = store.tasks(states=[TaskState.FAILED])
     counts = store.counts()
     log = store.events()
     # Taken after the reads, so that no committed row is later than the read time.
     now = time.time() if now is None else now
-    specs = {record.id: record.spec for record in records}
 
     intervals: list[Interval] = []
     queued_periods: list[tuple[float, float | None]] = []
@@ -194,11 +194,11 @@ def read_telemetry(store: Store, now: float | None = None) -> Telemetry:
     queued: dict[str, float] = {}  # task -> when it entered the queue
 
     def close(task_id: str, start: float, attempt: int, end: float, outcome: str) -> None:
-        spec = specs.get(task_id)
-        if spec is None:  # cannot happen with a consistent store; skip rather than guess resources
+        shape = shapes.get(task_id)
+        if shape is None:  # cannot happen with a consistent store; skip rather than guess resources
             return
-        intervals.append(Interval(task_id, spec.scale, attempt, start, max(start, end),
-                                  spec.resources.cores, spec.resources.gpus, outcome))
+        scale, cores, gpus = shape
+        intervals.append(Interval(task_id, scale, attempt, start, max(start, end), cores, gpus, outcome))
 
     for task_id, attempt, state, when in history:
         if state is TaskState.RUNNING and task_id in running and running[task_id][0] == attempt:
@@ -214,8 +214,7 @@ def read_telemetry(store: Store, now: float | None = None) -> Telemetry:
         if state is TaskState.RUNNING and task_id not in running:
             running[task_id] = (attempt, when)
         if state in _ENDINGS:
-            spec = specs.get(task_id)
-            completions.append((when, spec.scale if spec is not None else "?", state.value))
+            completions.append((when, shapes[task_id][0] if task_id in shapes else "?", state.value))
     for task_id, (attempt, start) in running.items():
         close(task_id, start, attempt, now, TaskState.RUNNING.value)
     queued_periods.extend((since, None) for since in queued.values())
@@ -233,11 +232,7 @@ def read_telemetry(store: Store, now: float | None = None) -> Telemetry:
         if _is_number(data.get("duration")):
             timings[kind].append(float(data["duration"]))
 
-    failures = [
-        (record.id, record.spec.scale, record.reason, record.stderr)
-        for record in records
-        if record.state is TaskState.FAILED
-    ]
+    failures = [(record.id, record.spec.scale, record.reason, record.stderr) for record in failed]
     return Telemetry(
         now=now, cores=cores, gpus=gpus, intervals=intervals, queue=_depth(queued_periods),
         completions=completions, loop_stats=loop_stats, timings=dict(timings), failures=failures, counts=counts,

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from mummi_like.store import Store, StoreError, TaskRecord
-from mummi_like.tasks import Failure, TaskResult, TaskSpec, TaskState
+from mummi_like.tasks import Failure, Resources, TaskResult, TaskSpec, TaskState
 
 
 def spec(task_id: str, scale: str = "s") -> TaskSpec:
@@ -312,3 +312,10 @@ def test_database_files_follow_the_umask(tmp_path: Path) -> None:
         os.umask(old)
     assert modes["campaign.db"] == 0o600
     assert all(mode & 0o077 == 0 for mode in modes.values()), modes
+
+
+def test_task_resources_reads_scale_cores_and_gpus_without_parsing_specs(store: Store) -> None:
+    big = spec("big", scale="fine").model_copy(update={"resources": Resources(cores=4, gpus=2)})
+    store.add_tasks([spec("small"), big], time=0.0)
+    store.flush()
+    assert store.task_resources() == {"small": ("s", 1, 0), "big": ("fine", 4, 2)}

@@ -455,7 +455,7 @@ class Campaign:
         # event can change that, so the loop may block instead of spinning.
         self._chunk_was_full = len(admitted) == room
         attempts = [(spec, self.entries[spec.id].attempt + 1) for spec in admitted]
-        for (spec, attempt), outcome in zip(attempts, self.backend.submit_many(attempts)):
+        for (spec, attempt), outcome in zip(attempts, self.backend.submit_many(attempts), strict=True):
             entry = self.entries[spec.id]
             if isinstance(outcome, UnsatisfiableRequest):
                 self._final_failure(entry, now, str(outcome), attempt=attempt)
