@@ -73,6 +73,7 @@ from pydantic import (
     TypeAdapter,
     ValidationError,
     ValidationInfo,
+    field_validator,
     model_validator,
 )
 
@@ -151,6 +152,13 @@ class CouplingSpec(StrictModel):
     def label(self) -> str:
         """The coupling's name: its `name`, or `<source>-to-<target>`."""
         return self.name or f"{self.source}-to-{self.target}"
+
+    @field_validator("stream")
+    @classmethod
+    def _stream_inside(cls, value: str) -> str:
+        if value.startswith(("/", "~")) or ".." in value.split("/"):
+            raise ValueError(f"stream {value!r} must be a relative glob below the source's task folders (no '..')")
+        return value
 
 
 class PolicySpec(StrictModel):

@@ -561,3 +561,10 @@ def test_inside_rejects_a_symlink_that_leads_out(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"path 'link/x' resolves to .*/x, which is outside"):
         inside(tmp_path / "root", "link/x")
 
+
+
+def test_coupling_stream_glob_stays_below_the_source_scale() -> None:
+    text = ONE_SCALE + "couplings:\n  - {source: a, target: a, selector: tiny-selector, feature: m, stream: ../../*.h5}\n"
+    path, line, message, _ = problems(text)[0]
+    assert (path, line) == ("couplings[0].stream", 7)
+    assert "must be a relative glob below the source's task folders" in message
