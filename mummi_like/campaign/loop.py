@@ -417,6 +417,11 @@ class Campaign:
             self.couplings.append(coupling)
             self._coupled[coupling.name] = coupling
 
+    def _coupling_of(self, spec: TaskSpec) -> Coupling | None:
+        """The coupling a task was made by (a promotion or a training), if any."""
+        label = spec.labels.get(COUPLING_LABEL)
+        return None if label is None else self._coupled.get(label)
+
     def _run_couplings(self, now: float, final: bool = False) -> bool:
         """Give the couplings that are due a round (all of them, until they are dry, when ``final``).
 
@@ -488,9 +493,9 @@ class Campaign:
             self._set(entry, TaskState.DONE, event.time, result=result)
             self._release_dependents(entry, event.time)
             self._follow_up(entry, result, event.time)
-            if PROMOTED_LABEL in entry.spec.labels:
-                self._add_tasks(self._coupled[entry.spec.labels[COUPLING_LABEL]].feedback(entry.spec, result),
-                                event.time)
+            coupling = self._coupling_of(entry.spec)
+            if coupling is not None and PROMOTED_LABEL in entry.spec.labels:
+                self._add_tasks(coupling.feedback(entry.spec, result), event.time)
             return
         failure = result.failure or Failure(kind="exit", exit_code=result.exit_code)
         if failure.kind == "lost":  # not the task's fault (its allocation ended): run it again, uncounted
@@ -563,10 +568,10 @@ class Campaign:
         states[entry.state.value] -= 1
         states[state.value] += 1
         entry.state = state
-        if state.is_final and COUPLING_LABEL in entry.spec.labels:
+        if state.is_final and (coupling := self._coupling_of(entry.spec)) is not None:
             result = fields.get("result")
             seconds = (result.ended or now) - (result.started or now) if result is not None else 0.0
-            self._coupled[entry.spec.labels[COUPLING_LABEL]].task_final(entry.spec, state is TaskState.DONE, seconds)
+            coupling.task_final(entry.spec, state is TaskState.DONE, seconds)
         self.store.transition(entry.spec.id, state, now, **fields)
 
     # -- control, budgets, stopping ---------------------------------------------------------------
