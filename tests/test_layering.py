@@ -57,3 +57,12 @@ def test_application_folders_are_source_roots_not_packages() -> None:
     import selectors
 
     assert hasattr(selectors, "DefaultSelector"), "the standard library's selectors module must not be shadowed"
+
+
+def test_scales_and_selectors_never_import_pipelines() -> None:
+    """Pipelines build campaigns from scales and selectors; the reverse would tie a scale to one campaign."""
+    repository = FRAMEWORK_ROOT.parent
+    sources = sorted((repository / "scales").rglob("*.py")) + sorted((repository / "selectors").rglob("*.py"))
+    assert sources
+    offenders = {str(source.relative_to(repository)) for source in sources if "mummi_pipelines" in imported_names(source)}
+    assert offenders == set()

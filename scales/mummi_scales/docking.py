@@ -1,0 +1,322 @@
+"""The ``docking`` scale: S1 of the drug-discovery campaign, AutoDock Vina on a library of SMILES.
+
+The scale draws its ligands (a seeded sample of the MOSES library, plus the
+known progesterone-receptor ligands when asked, so that enrichment can be
+measured) and splits them into batches of ``ligands_per_task``: one task per
+batch, because Vina's affinity maps of a receptor take seconds to compute and
+are shared by every ligand of a batch, while a whole library in one task would
+neither spread over the backend's cores nor survive a crash.
+
+Every task runs :func:`dock_batch` in its working directory. Each ligand goes
+through RDKit (parse, protonation at pH 7.4 with Dimorphite-DL, hydrogens, 3D
+embedding with ETKDG), meeko (PDBQT), and Vina; its best score is returned and
+its poses are written as SDF under :data:`POSES`. A ligand that fails any step
+is reported with the step and the reason and the batch goes on: one bad SMILES
+in a library of millions is expected, not exceptional.
+
+The target is a config string: any receptor that dockstring ships prepared
+(PDBQT and box) works by changing ``target`` only.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING, ClassVar, Self
+
+from pydantic import Field, JsonValue, model_validator
+
+from mummi_like.tasks import CallablePayload, TaskSpec
+from mummi_scales import drug_data as data
+from mummi_scales.parameters import ParameterizedConfig, ParameterizedScale, ParameterSpace, Scalar
+
+if TYPE_CHECKING:
+    from rdkit import Chem
+
+DOCK_FUNCTION = "mummi_scales.docking:dock_batch"
+"""What every task of the scale calls."""
+POSES = "poses"
+"""Folder of a task's working directory that holds one SDF of poses per docked ligand (``<id>.sdf``)."""
+BATCH = "batch"
+"""The parameter that numbers the batches; its ``param.batch`` label says which slice of the ligands a task docks."""
+PH = 7.4
+"""Protonation pH: physiological, as in the binding assays the known ligands come from."""
+LIBRARY_ROWS = 1_584_663
+"""Molecules in the MOSES training set: the largest library the scale can draw."""
+
+
+class DockingConfig(ParameterizedConfig):
+    """Config of the ``docking`` scale: target, library, batching and Vina's search.
+
+    Besides the fields below it takes ``resources`` (``cores`` become Vina's
+    threads), ``retry``, ``env`` and ``priority`` of every parameterized scale;
+    ``parameters`` must stay empty, because the tasks are the batches.
+    """
+
+    target: str = Field("PGR", description="dockstring target whose prepared receptor and box are docked into.")
+    library_size: int = Field(
+        100, ge=0, le=LIBRARY_ROWS, description="Molecules drawn from the MOSES library (uniformly, by seed)."
+    )
+    seed: int = Field(0, ge=0, description="Seed of the library draw, of 3D embedding and of Vina's search.")
+    ligands_per_task: int = Field(
+        8, ge=1, description="Ligands docked by one task; larger batches spread the receptor maps over more ligands."
+    )
+    exhaustiveness: int = Field(
+        8,
+        ge=1,
+        description="Vina's independent Monte Carlo runs per ligand; 8 is Vina's default, and 1 may miss the best "
+        "pose (progesterone in PGR scored -6.9 at 1 and -9.6 at 4 kcal/mol here).",
+    )
+    poses: int = Field(3, ge=1, le=20, description="Poses kept per ligand in its SDF, best first.")
+    include_known_ligands: bool = Field(
+        True, description="Add the known progesterone-receptor ligands of data/pgr_ligands.csv to the library."
+    )
+
+    @model_validator(mode="after")
+    def _batches_only(self) -> Self:
+        problems = []
+        if self.parameters:
+            problems.append(
+                "the docking scale makes one task per batch of ligands and takes no parameters; set library_size "
+                "and ligands_per_task instead, or add one docking scale per setting"
+            )
+        if self.resources.ranks > 1:
+            problems.append(
+                f"resources.ranks is {self.resources.ranks}, but Vina runs in one process; use ranks: 1 and give it "
+                "threads with cores"
+            )
+        try:
+            data.receptor(self.target)
+        except (ValueError, ModuleNotFoundError) as error:
+            problems.append(str(error))
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    @property
+    def space(self) -> ParameterSpace:
+        """One point per batch (:data:`BATCH`), from the number of ligands the config asks for."""
+        known = len(data.known_ligands()) if self.include_known_ligands else 0
+        batches = math.ceil((self.library_size + known) / self.ligands_per_task)
+        return ParameterSpace(values={BATCH: list(range(batches))} if batches else {})
+
+
+class DockingScale(ParameterizedScale):
+    """Dock a seeded library sample (and the known ligands) into a dockstring target, one batch per task.
+
+    Task ids are ``<scale>.<batch>`` with the label ``param.batch``; a task's
+    result maps each ligand id to ``{"score": kcal/mol, "poses": sdf}`` or
+    ``{"error": "<step>: <reason>"}``.
+    """
+
+    config_model: ClassVar[type[DockingConfig]] = DockingConfig
+    config: DockingConfig
+
+    @cached_property
+    def ligands(self) -> list[tuple[str, str]]:
+        """``(id, smiles)`` of everything the scale docks: known ligands first, then the library draw."""
+        known = data.known_ligands() if self.config.include_known_ligands else []
+        return [*known, *data.library(self.config.library_size, self.config.seed)]
+
+    def tasks(self) -> list[TaskSpec]:
+        """One task per batch of ``ligands_per_task`` ligands; none for an empty library."""
+        return super().tasks() if self.config.space.values else []
+
+    def payload(self, point: Mapping[str, Scalar], values: Mapping[str, str], env: dict[str, str]) -> CallablePayload:
+        """:func:`dock_batch` on the point's slice of :attr:`ligands`, with the receptor and box of the target."""
+        size = self.config.ligands_per_task
+        start = int(point[BATCH]) * size
+        batch: list[JsonValue] = [[ligand_id, smiles] for ligand_id, smiles in self.ligands[start : start + size]]
+        receptor, center, box = data.receptor(self.config.target)
+        kwargs: dict[str, JsonValue] = {
+            "ligands": batch,
+            "receptor": str(receptor),
+            "center": list(center),
+            "size": list(box),
+            "exhaustiveness": self.config.exhaustiveness,
+            "seed": self.config.seed,
+            "poses": self.config.poses,
+            "cpu": self.config.resources.cores,
+        }
+        return CallablePayload(function=DOCK_FUNCTION, kwargs=kwargs, env=env)
+
+
+class LigandError(Exception):
+    """A ligand that cannot be docked; the message says which step failed and why."""
+
+
+@contextmanager
+def _rdkit_messages() -> Iterator[list[str]]:
+    """Collect what RDKit logs meanwhile (it explains a parse failure only in its log), without printing it."""
+    from rdkit import rdBase
+
+    messages: list[str] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            messages.append(re.sub(r"^\[[\d:]+\] ", "", record.getMessage()).removeprefix("SMILES Parse Error: "))
+
+    rdBase.LogToPythonLogger()
+    logger = logging.getLogger("rdkit")
+    handler, propagate = Collect(), logger.propagate
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        yield messages
+    finally:
+        logger.removeHandler(handler)
+        logger.propagate = propagate
+
+
+def prepare_ligand(smiles: str, seed: int) -> Chem.Mol:
+    """The ligand of ``smiles`` protonated at :data:`PH`, with hydrogens and one seeded ETKDG conformer.
+
+    Protonation uses Dimorphite-DL's most probable state at pH 7.4, so that
+    acids and amines carry the charges they have in the assay, which changes
+    Vina's hydrogen-bond donors and acceptors.
+
+    Raises
+    ------
+    LigandError
+        When the SMILES does not parse or sanitize, protonation gives nothing,
+        or 3D embedding fails.
+    """
+    from dimorphite_dl import protonate_smiles
+    from rdkit import Chem
+    from rdkit.Chem import AllChem
+
+    with _rdkit_messages() as messages:
+        parsed = Chem.MolFromSmiles(smiles, sanitize=False)
+    if parsed is None:
+        reason = messages[0] if messages else "not valid SMILES syntax"
+        raise LigandError(f"parse: {smiles!r}: {reason}")
+    try:
+        Chem.SanitizeMol(parsed)
+    except Exception as error:  # RDKit raises several sanitization error types, all with a useful message
+        raise LigandError(f"parse: {smiles!r}: {error}") from None
+    states = protonate_smiles(Chem.MolToSmiles(parsed), ph_min=PH, ph_max=PH, max_variants=1)
+    if not states:
+        raise LigandError(f"protonation: Dimorphite-DL gave no state of {smiles!r} at pH {PH}")
+    molecule = Chem.AddHs(Chem.MolFromSmiles(states[0]))
+    parameters = AllChem.ETKDGv3()
+    parameters.randomSeed = seed
+    if AllChem.EmbedMolecule(molecule, parameters) != 0:
+        raise LigandError(f"embedding: ETKDG found no 3D conformer of {smiles!r}")
+    return molecule
+
+
+def ligand_pdbqt(molecule: Chem.Mol) -> str:
+    """The Vina input of an embedded ``molecule``: meeko's atom types, charges and torsion tree.
+
+    Raises
+    ------
+    LigandError
+        When meeko cannot type the molecule (an element Vina has no parameters for, say).
+    """
+    from meeko import MoleculePreparation, PDBQTWriterLegacy
+
+    try:
+        setups = MoleculePreparation().prepare(molecule)
+        text, ok, message = PDBQTWriterLegacy.write_string(setups[0])
+    except Exception as error:  # meeko raises RuntimeError, ValueError or KeyError on molecules it cannot type
+        raise LigandError(f"preparation: meeko: {error}") from None
+    if not ok:
+        raise LigandError(f"preparation: meeko: {message.strip()}")
+    return text
+
+
+def write_poses(poses_pdbqt: str, ligand_id: str, scores: Sequence[float], path: Path) -> None:
+    """Write Vina's poses as SDF, hydrogens and bond orders rebuilt by meeko from the ligand's SMILES.
+
+    Vina's PDBQT drops nonpolar hydrogens and bond orders; meeko keeps the
+    SMILES and atom mapping in its remarks and rebuilds a full RDKit molecule,
+    which later stages (MD) need.
+
+    Raises
+    ------
+    LigandError
+        When meeko cannot rebuild the molecule.
+    """
+    from meeko import PDBQTMolecule, RDKitMolCreate
+    from rdkit import Chem
+
+    molecules = RDKitMolCreate.from_pdbqt_mol(PDBQTMolecule(poses_pdbqt, skip_typing=True))
+    if not molecules or molecules[0] is None:
+        raise LigandError("poses: meeko could not rebuild the docked molecule from Vina's PDBQT")
+    molecule = molecules[0]
+    molecule.SetProp("_Name", ligand_id)
+    with Chem.SDWriter(str(path)) as writer:
+        for conformer, score in zip(molecule.GetConformers(), scores):
+            molecule.SetDoubleProp("vina_score", float(score))
+            writer.write(molecule, confId=conformer.GetId())
+
+
+def dock_batch(
+    ligands: list[list[str]],
+    receptor: str,
+    center: list[float],
+    size: list[float],
+    exhaustiveness: int,
+    seed: int,
+    poses: int = 3,
+    cpu: int = 1,
+) -> dict[str, dict[str, float | str]]:
+    """Dock each ``[id, smiles]`` of ``ligands`` into ``receptor``; a failing ligand is reported, never raised.
+
+    The receptor's affinity maps are computed once for the batch. Vina is
+    seeded with ``seed`` for every ligand, so a ligand's score does not depend
+    on the batch it lands in. Poses go to ``poses/<id>.sdf`` in the current
+    (the task's working) directory.
+
+    Parameters
+    ----------
+    ligands:
+        ``[id, smiles]`` pairs; ids name the SDF files, so they must be
+        file-name safe (library and known-ligand ids are).
+    receptor:
+        Path of the receptor PDBQT.
+    center, size:
+        Search box center and edge lengths (angstrom).
+    exhaustiveness:
+        Vina's Monte Carlo runs per ligand.
+    seed:
+        Seed of 3D embedding and of Vina.
+    poses:
+        Poses kept per ligand.
+    cpu:
+        Vina's threads: the cores the task reserved.
+
+    Returns
+    -------
+    dict
+        Ligand id -> ``{"score": best kcal/mol, "poses": sdf path}`` or ``{"error": "<step>: <reason>"}``.
+    """
+    from vina import Vina
+
+    vina = Vina(sf_name="vina", cpu=cpu, seed=seed, verbosity=0)
+    vina.set_receptor(receptor)
+    vina.compute_vina_maps(center=center, box_size=size)
+    folder = Path(POSES)
+    folder.mkdir(exist_ok=True)
+    results: dict[str, dict[str, float | str]] = {}
+    for ligand_id, smiles in ligands:
+        try:
+            pdbqt = ligand_pdbqt(prepare_ligand(smiles, seed))
+            try:
+                vina.set_ligand_from_string(pdbqt)
+                vina.dock(exhaustiveness=exhaustiveness, n_poses=poses)
+            except Exception as error:  # Vina raises RuntimeError or TypeError on ligands it cannot place
+                raise LigandError(f"docking: vina: {error}") from None
+            scores = [float(row[0]) for row in vina.energies(n_poses=poses)]
+            path = folder / f"{ligand_id}.sdf"
+            write_poses(vina.poses(n_poses=poses), ligand_id, scores, path)
+        except LigandError as error:
+            results[ligand_id] = {"error": str(error)}
+            continue
+        results[ligand_id] = {"score": scores[0], "poses": str(path)}
+    return results
