@@ -308,7 +308,7 @@ def test_unknown_scale_plugin_lists_installed_scales_and_nearest() -> None:
     path, line, message, hint = one_problem(ONE_SCALE.replace("plugin: tiny,", "plugin: comand,"))
     assert (path, line, message) == ("scales[0].plugin", 5, "unknown scale plugin 'comand'")
     assert hint.startswith("did you mean 'command'? installed scales: ")
-    assert "command, function" in hint
+    assert "command, " in hint and "function, " in hint
     assert hint.endswith("A plugin is a package registering an entry point in group 'mummi_like.scales'")
 
 
