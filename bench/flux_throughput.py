@@ -30,8 +30,6 @@ from rich.console import Console
 from rich.table import Table
 
 from mummi_like.campaign.loop import Campaign
-from mummi_like.campaign.reporting import Reporter
-from mummi_like.spec import load_spec_text
 
 HERE = Path(__file__).resolve().parent
 TARGET = 0.9
@@ -54,8 +52,7 @@ scales:
       argv: ["true"]
       parameters: {{i: {list(range(count))}}}
 """
-    campaign = Campaign.create(load_spec_text(spec, HERE / "flux-throughput.yaml", directory=directory), spec,
-                               Reporter())
+    campaign = Campaign.from_text(spec, HERE / "flux-throughput.yaml", directory)
     started = time.perf_counter()
     summary = campaign.run()
     elapsed = time.perf_counter() - started

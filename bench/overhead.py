@@ -55,8 +55,6 @@ from rich.console import Console
 from rich.table import Table
 
 from mummi_like.campaign.loop import Campaign
-from mummi_like.campaign.reporting import Reporter
-from mummi_like.spec import load_spec_text
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -100,8 +98,7 @@ def campaign_seconds(spec: str, workdir: Path, loop_stats: bool = True) -> tuple
     ``loop_stats=False`` switches the loop's own telemetry off, to measure what it costs.
     """
     source = HERE / "overhead-spec.yaml"  # names the spec; python_path resolves against bench/
-    resolved = load_spec_text(spec, source, directory=workdir)
-    campaign = Campaign.create(resolved, spec, Reporter())
+    campaign = Campaign.from_text(spec, source, workdir)
     if not loop_stats:
         campaign.stats_interval = None
     started = time.perf_counter()

@@ -29,9 +29,7 @@ from rich.console import Console
 from rich.table import Table
 
 from mummi_like.campaign.loop import Campaign
-from mummi_like.campaign.reporting import Reporter
 from mummi_like.report import write_report
-from mummi_like.spec import load_spec_text
 from mummi_like.store import Store
 from mummi_like.telemetry import overall_utilization, read_telemetry, steady_state_utilization
 
@@ -89,8 +87,7 @@ def main() -> None:
     spec, work = campaign_spec(args.cores, args.scale, args.seed)
     with tempfile.TemporaryDirectory(prefix="mummi-utilization-") as scratch:
         directory = Path(scratch) / "campaign"
-        resolved = load_spec_text(spec, HERE / "utilization-spec.yaml", directory=directory)
-        campaign = Campaign.create(resolved, spec, Reporter())
+        campaign = Campaign.from_text(spec, HERE / "utilization-spec.yaml", directory)
         started = time.perf_counter()
         summary = campaign.run()
         elapsed = time.perf_counter() - started

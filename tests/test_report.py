@@ -16,9 +16,7 @@ import pytest
 
 from mummi_like import report as report_module
 from mummi_like.campaign.loop import Campaign
-from mummi_like.campaign.reporting import Reporter
 from mummi_like.report import PluginSections, ReportSection, collect_sections, write_report, write_report_files
-from mummi_like.spec import load_spec_text
 from mummi_like.store import Store, StoreError
 
 CLI = [sys.executable, "-m", "mummi_like.cli"]
@@ -49,8 +47,7 @@ def campaign(tmp_path_factory: pytest.TempPathFactory) -> Path:
     spec = root / "campaign.yaml"
     spec.write_text(textwrap.dedent(SPEC))
     directory = root / "run"
-    text = spec.read_text()
-    summary = Campaign.create(load_spec_text(text, spec, directory=directory), text, Reporter()).run()
+    summary = Campaign.from_text(spec.read_text(), spec, directory).run()
     assert summary.counts == {"nap": {"done": 8}, "broken": {"failed": 1}}
     return directory
 

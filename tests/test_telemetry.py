@@ -9,8 +9,6 @@ from pathlib import Path
 import pytest
 
 from mummi_like.campaign.loop import Campaign
-from mummi_like.campaign.reporting import Reporter
-from mummi_like.spec import load_spec_text
 from mummi_like.store import Store
 from mummi_like.tasks import Failure, TaskResult, TaskSpec, TaskState
 from mummi_like.telemetry import (
@@ -221,8 +219,7 @@ def run_campaign(tmp_path: Path, body: str) -> Path:
     spec = tmp_path / "campaign.yaml"
     spec.write_text(textwrap.dedent(body))
     directory = tmp_path / "run"
-    text = spec.read_text()
-    summary = Campaign.create(load_spec_text(text, spec, directory=directory), text, Reporter()).run()
+    summary = Campaign.from_text(spec.read_text(), spec, directory).run()
     assert summary.complete, summary
     return directory
 

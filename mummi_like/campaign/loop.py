@@ -253,6 +253,15 @@ class Campaign:
         return campaign
 
     @classmethod
+    def from_text(cls, text: str, source: Path, directory: Path | None = None,
+                  reporter: Reporter | None = None) -> Campaign:
+        """Validate spec ``text`` (named ``source``, whose folder relative paths resolve against) and create it.
+
+        The text validated is the text saved for ``resume``, so the two cannot differ.
+        """
+        return cls.create(load_spec_text(text, source, directory=directory), text, reporter or Reporter())
+
+    @classmethod
     def resume(cls, directory: Path, reporter: Reporter) -> Campaign:
         """Continue the campaign a previous coordinator left in ``directory``."""
         store = Store.open(directory, readonly=True)

@@ -12,7 +12,6 @@ from mummi_like.campaign.coupling import COUPLING_LABEL, PROMOTED_LABEL
 from mummi_like.campaign.loop import Campaign
 from mummi_like.campaign.reporting import Reporter
 from mummi_like.cli import status_report
-from mummi_like.spec import load_spec_text
 from mummi_like.store import Store
 from mummi_like.streams.tailer import read_frame
 
@@ -47,8 +46,7 @@ def campaign_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     spec = root / "campaign.yaml"
     spec.write_text(textwrap.dedent(SPEC))
     directory = root / "run"
-    summary = Campaign.create(load_spec_text(spec.read_text(), spec, directory=directory), spec.read_text(),
-                              Reporter()).run()
+    summary = Campaign.from_text(spec.read_text(), spec, directory).run()
     assert summary.complete, (summary.counts, summary.failures)
     return directory
 

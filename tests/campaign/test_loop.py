@@ -11,7 +11,6 @@ import pytest
 
 from mummi_like.campaign.loop import Campaign, CampaignError, Summary, coordinator_lock
 from mummi_like.campaign.reporting import Reporter
-from mummi_like.spec import load_spec_text
 from mummi_like.store import Store
 from mummi_like.tasks import TaskSpec, TaskState
 
@@ -29,7 +28,7 @@ def write_spec(folder: Path, body: str) -> Path:
 
 def run(spec: Path, directory: Path) -> Summary:
     text = spec.read_text()
-    return Campaign.create(load_spec_text(text, spec, directory=directory), text, Reporter()).run()
+    return Campaign.from_text(text, spec, directory).run()
 
 
 def history_states(directory: Path, task_id: str) -> list[str]:
@@ -200,8 +199,7 @@ def test_second_coordinator_is_refused_while_one_holds_the_lock(tmp_path: Path) 
         scales: [{name: a, plugin: command, config: {argv: ["true"]}}]
         """)
     directory = tmp_path / "run"
-    text = spec.read_text()
-    campaign = Campaign.create(load_spec_text(text, spec, directory=directory), text, Reporter())
+    campaign = Campaign.from_text(spec.read_text(), spec, directory)
     with coordinator_lock(directory):
         with pytest.raises(CampaignError, match=r"another coordinator \(pid \d+\) is running"):
             campaign.run()
