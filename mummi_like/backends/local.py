@@ -432,19 +432,17 @@ class LocalBackend(Backend):
         os.close(job.pidfd)
         job.pidfd = None
         self._release(job)
+        exit_code, signum = (code, None) if code >= 0 else (None, -code)
+        program = job.task.payload.argv[0]
+        failure: Failure | None = None
         if job.stop_reason is not None:
-            failure = Failure(kind=job.stop_reason, signal=-code if code < 0 else None, exit_code=code if code >= 0 else None,
-                              message=self._stop_message(job))
-            self._finish(job, self._result(job, ok=False, exit_code=code if code >= 0 else None, signal=-code if code < 0 else None, failure=failure))
-        elif code == 0:
-            self._finish(job, self._result(job, ok=True, exit_code=0))
-        elif code < 0:
-            name = signal.Signals(-code).name
-            self._finish(job, self._result(job, ok=False, signal=-code, failure=Failure(
-                kind="signal", signal=-code, message=f"{job.task.payload.argv[0]} was killed by {name}")))
-        else:
-            self._finish(job, self._result(job, ok=False, exit_code=code, failure=Failure(
-                kind="exit", exit_code=code, message=f"{job.task.payload.argv[0]} exited with code {code}")))
+            failure = Failure(kind=job.stop_reason, signal=signum, exit_code=exit_code, message=self._stop_message(job))
+        elif signum is not None:
+            failure = Failure(kind="signal", signal=signum,
+                              message=f"{program} was killed by {signal.Signals(signum).name}")
+        elif exit_code:
+            failure = Failure(kind="exit", exit_code=exit_code, message=f"{program} exited with code {exit_code}")
+        self._finish(job, self._result(job, ok=failure is None, exit_code=exit_code, signal=signum, failure=failure))
 
     def _collect_worker(self, worker: _Worker) -> None:
         """A worker's socket is readable: its one call ended (one reply), or the worker died."""
