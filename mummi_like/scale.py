@@ -10,9 +10,12 @@ they are persisted.
 from __future__ import annotations
 
 import abc
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
+
+from pydantic import JsonValue
 
 from mummi_like.tasks import StrictModel, TaskResult, TaskSpec
 
@@ -60,6 +63,15 @@ class Feedback:
     workdir: Path = field(metadata={"doc": "Its working directory (absolute), with whatever it wrote."})
 
 
+@dataclass(frozen=True)
+class DoneTask:
+    """A finished task of an upstream scale, handed to :meth:`Scale.on_upstream_done`."""
+
+    spec: TaskSpec = field(metadata={"doc": "The task as it was recorded."})
+    value: JsonValue = field(metadata={"doc": "What its callable returned (``None`` for an executable)."})
+    workdir: Path = field(metadata={"doc": "Its working directory (absolute), with whatever it wrote."})
+
+
 class Scale(abc.ABC):
     """A simulation or compute engine that produces tasks.
 
@@ -99,6 +111,23 @@ class Scale(abc.ABC):
         MuMMI's fine-to-coarse feedback: the coarse scale may, say, restart a
         replica from where the fine simulation ended, or with parameters it
         learned. Returned tasks are recorded like any follow-up.
+        """
+        return []
+
+    def on_upstream_done(self, upstream: Mapping[str, list[DoneTask]]) -> list[TaskSpec]:
+        """Tasks this scale can make only once the scales it ``depends_on`` have finished for good; none by default.
+
+        A stage barrier for work whose inputs are not known when the campaign
+        starts: the finalists of an active-learning loop, say, exist only once
+        its last round is done. The loop calls this once per scale with
+        ``depends_on``, when the campaign has run dry (nothing queued or running,
+        and every coupling has promoted all it will) and each upstream scale has
+        itself had its call, so stages open in dependency order and a stage
+        sees every task its upstream stages will ever make. ``upstream`` maps
+        each ``depends_on`` scale to its tasks that ended done, in creation
+        order. The call is recorded with the tasks it returns, so a resumed
+        campaign neither repeats nor loses it. Task ids must be stable: the same
+        inputs must give the same ids.
         """
         return []
 
