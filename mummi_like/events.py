@@ -21,3 +21,8 @@ FRAMES_REJECTED = "frames-rejected"
 """Streamed frames a coupling dropped (non-finite features); carries their ids and the reason."""
 SELECTOR_RETRAINED = "selector-retrained"
 """A coupling's selector loaded a newly trained model; carries the training's ``duration``."""
+STAGE_OPENED = "stage-opened"
+"""A scale's ``on_upstream_done`` was called (its upstream scales had finished); carries the ``scale`` and the
+number of ``tasks`` it made. Committed with those tasks, so resume knows the stage is open."""
+STAGE_FAILED = "stage-failed"
+"""A scale's ``on_upstream_done`` raised; carries the ``scale`` and the ``error``. The campaign stops, resumable."""

@@ -38,7 +38,7 @@ from mummi_like.campaign.coupling import COUPLING_LABEL, PROMOTED_LABEL, Couplin
 from mummi_like.campaign.policy import Load, Policy
 from mummi_like.campaign.reporting import Reporter
 from mummi_like.campaign.stats import LoopStats
-from mummi_like.scale import Scale, ScaleContext
+from mummi_like.scale import DoneTask, Scale, ScaleContext
 from mummi_like.spec import ResolvedCampaign, load_spec_text
 from mummi_like.store import Store
 from mummi_like.tasks import Failure, TaskResult, TaskSpec, TaskState
@@ -212,6 +212,8 @@ class Campaign:
         self.counts: dict[str, Counter[str]] = defaultdict(Counter, {s.spec.name: Counter() for s in resolved.scales})
         self.couplings: list[Coupling] = []
         self._coupled: dict[str, Coupling] = {}
+        # Stages whose upstream scales have finished and been handed on; scales without depends_on are open from the start.
+        self._opened: set[str] = {s.spec.name for s in resolved.scales if not s.spec.depends_on}
         self._stop_reason: str | None = None
         self._dropped_followups = 0
         self._chunk_was_full = True
@@ -374,6 +376,7 @@ class Campaign:
         A campaign made by :meth:`create` already holds the tasks it just recorded.
         """
         now = time.time()
+        self._opened.update(data["scale"] for _, _, _, data in self.store.events(kind=events.STAGE_OPENED))
         if not self.entries:
             for record in self.store.tasks():
                 self.entries[record.id] = _Entry(record.spec, record.state, record.attempt, record.failures, record.job_id)
@@ -410,10 +413,44 @@ class Campaign:
             self.ready[entry.spec.scale].append(entry.spec)
 
     def _finished(self) -> bool:
-        """Nothing runs, nothing waits, and no coupling has frames left to promote."""
+        """Nothing runs, nothing waits, no coupling has frames left to promote, and no stage is left to open."""
         if self.jobs or any(self.ready.values()):
             return False
-        return not self._run_couplings(time.monotonic(), final=True)
+        if self._run_couplings(time.monotonic(), final=True):
+            return False
+        return self._stop_reason is not None or not self._open_stages()
+
+    def _open_stages(self) -> bool:
+        """Call ``on_upstream_done`` of the scales whose upstream scales are all open and, the campaign being dry,
+        finished for good; return whether any stage opened.
+
+        Eligibility is judged against the stages open before this call, so a
+        stage opened now waits for its own tasks before its downstream opens.
+        The event that marks a stage open is buffered with the tasks it made:
+        one commit holds both, and a crash before it reopens the stage on resume.
+        """
+        eligible = [scale for scale in self.resolved.scales if scale.spec.name not in self._opened
+                    and all(dep in self._opened for dep in scale.spec.depends_on)]
+        if not eligible:
+            return False
+        self.store.flush()  # the upstream results are read back from the store
+        for scale in eligible:
+            name = scale.spec.name
+            upstream = {dep: [DoneTask(record.spec, record.value, self.directory / record.spec.workdir)
+                              for record in self.store.tasks(states=[TaskState.DONE], scale=dep)]
+                        for dep in scale.spec.depends_on}
+            now = time.time()
+            try:
+                new = labelled(name, self.scales[name].on_upstream_done(upstream))
+                self._check_dependencies(new, known=set(self.entries))
+            except (ValueError, KeyError, OSError, CampaignError) as error:
+                self._stop_reason = f"scale {name!r} ({scale.spec.plugin}) could not start its stage: {error}"
+                self.store.log_event(events.STAGE_FAILED, now, scale=name, error=str(error))
+                return True
+            self._opened.add(name)
+            self.store.log_event(events.STAGE_OPENED, now, scale=name, tasks=len(new))
+            self._add_tasks(new, now)
+        return True
 
     def _build_couplings(self) -> None:
         """Start each coupling's tailer and selector; on resume, count what it already promoted and trains."""

@@ -22,3 +22,13 @@ def interval(ms: float, **parameters: object) -> dict[str, float]:
     start = time.time()
     time.sleep(ms / 1000)
     return {"start": start, "end": time.time(), "pid": os.getpid()}
+
+
+def square(x: int, **_parameters: object) -> int:
+    """``x`` squared: an upstream result for the stage tests."""
+    return x * x
+
+
+def total(values: list[float]) -> float:
+    """The sum of ``values``: what a stage makes of its upstream results."""
+    return sum(values)

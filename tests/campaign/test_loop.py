@@ -283,3 +283,67 @@ def test_loop_logs_its_reaction_times_and_capacity(tmp_path: Path) -> None:
     assert sum(window["submitted"] for window in windows) == 3  # work.0 twice (one retry), after.0 once
     assert all(window["reaction_ms_max"] >= window["reaction_ms_p50"] >= 0 for window in windows)
     assert (started["backend"], started["cores"], started["nodes"]) == ("local", 2, 1)
+
+
+SITE = HERE.parent / "data" / "specs" / "site"
+
+STAGES = """
+    name: stages
+    python_path: ["."]
+    backend: {config: {cores: 2}}
+    scales:
+      - name: square
+        plugin: function
+        config:
+          function: "campaign_tasks:square"
+          parameters: {x: [1, 2, 3]}
+      - name: report           # listed first: stages open in dependency order, not spec order
+        plugin: gather
+        depends_on: [total]
+      - name: total
+        plugin: gather
+        depends_on: [square]
+        config: {fail: %s}
+    """
+
+
+def stage_events(directory: Path) -> list[tuple[str, str, int | None]]:
+    with Store.open(directory, readonly=True) as store:
+        return [(kind, data["scale"], data.get("tasks")) for _, _, kind, data in store.events()
+                if kind in ("stage-opened", "stage-failed")]
+
+
+def test_stages_open_in_dependency_order_once_their_upstream_is_done(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.syspath_prepend(str(SITE))
+    spec = write_spec(tmp_path / "spec", STAGES % "false")
+    summary = run(spec, tmp_path / "run")
+    assert summary.complete
+    with Store.open(tmp_path / "run", readonly=True) as store:
+        squares = store.tasks(scale="square")
+        total, report = store.get("total.total"), store.get("report.total")
+    assert total.value == 1 + 4 + 9  # the stage saw every upstream result
+    assert report.value == 14  # and the stage after it saw the stage's own result
+    assert total.created >= max(square.ended for square in squares)
+    assert report.created >= total.ended
+    assert stage_events(tmp_path / "run") == [("stage-opened", "total", 1), ("stage-opened", "report", 1)]
+
+    resumed = Campaign.resume(tmp_path / "run", Reporter()).run()
+    assert resumed.complete
+    assert stage_events(tmp_path / "run") == [("stage-opened", "total", 1), ("stage-opened", "report", 1)]
+
+
+def test_stage_that_cannot_open_stops_the_campaign_resumably_and_keeps_what_was_done(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.syspath_prepend(str(SITE))
+    spec = write_spec(tmp_path / "spec", STAGES % "true")
+    summary = run(spec, tmp_path / "run")
+    assert not summary.complete
+    assert "scale 'total' (gather) could not start its stage" in (summary.stopped_because or "")
+    assert "not what this stage expects" in (summary.stopped_because or "")
+    with Store.open(tmp_path / "run", readonly=True) as store:
+        assert [r.state for r in store.tasks(scale="square")] == [TaskState.DONE] * 3
+        assert not store.tasks(scale="total")
+    assert stage_events(tmp_path / "run") == [("stage-failed", "total", None)]

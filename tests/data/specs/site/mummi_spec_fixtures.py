@@ -1,8 +1,9 @@
 """Plugins of a fake installed distribution, so that spec and plugin tests go through real entry points.
 
 The tests put this folder on ``sys.path``; ``importlib.metadata`` then finds
-``mummi_spec_fixtures-0.1.dist-info`` like any installed package. The classes are
-only loaded and validated against, never run.
+``mummi_spec_fixtures-0.1.dist-info`` like any installed package. Most classes are
+only loaded and validated against; :class:`GatherScale` also runs in the loop's
+stage tests.
 """
 
 from __future__ import annotations
@@ -11,7 +12,10 @@ import numpy as np
 from pydantic import Field
 
 from mummi_like.backends.base import Backend, BackendConfig
-from mummi_like.scale import Scale
+from collections.abc import Mapping
+
+from mummi_like.scale import DoneTask, Scale
+from mummi_like.tasks import CallablePayload
 from mummi_like.selection import Selector, SelectorConfig
 from mummi_like.tasks import Resources, StrictModel, TaskSpec
 
@@ -40,6 +44,32 @@ class NoConfigScale(Scale):
     def tasks(self) -> list[TaskSpec]:
         """No tasks."""
         return []
+
+
+class GatherConfig(StrictModel):
+    """Config of :class:`GatherScale`."""
+
+    fail: bool = Field(False, description="Raise in on_upstream_done, as a broken stage plugin would.")
+
+
+class GatherScale(Scale):
+    """A stage: once its upstream scales are done, one task adds up their results (``campaign_tasks:total``)."""
+
+    config_model = GatherConfig
+    config: GatherConfig
+
+    def tasks(self) -> list[TaskSpec]:
+        """Nothing is known before the upstream scales finish."""
+        return []
+
+    def on_upstream_done(self, upstream: Mapping[str, list[DoneTask]]) -> list[TaskSpec]:
+        """One task over every upstream value, in upstream order."""
+        if self.config.fail:
+            raise ValueError("the upstream results are not what this stage expects")
+        values = [done.value for tasks in upstream.values() for done in tasks]
+        name = self.context.name
+        return [TaskSpec(id=f"{name}.total", workdir=self.workdir(f"{name}.total"),
+                         payload=CallablePayload(function="campaign_tasks:total", kwargs={"values": values}))]
 
 
 class NotAScale:
