@@ -14,12 +14,14 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+import yaml
 from rich.console import Console
 from rich.table import Table
 
-from mummi_like import plugins, submit
+from mummi_like import events, plugins, submit
 from mummi_like.backends.base import BackendUnavailable
 from mummi_like.campaign.loop import (
+    SPEC_META,
     Campaign,
     CampaignError,
     Summary,
@@ -63,8 +65,36 @@ def cmd_resume(args: argparse.Namespace) -> int:
     return _exit_code(Campaign.resume(Path(args.directory).resolve(), _reporter(args)).run())
 
 
+def stage_states(store: Store) -> dict[str, str]:
+    """Where each scale of the campaign's spec stands as a stage, in spec order.
+
+    ``open`` for a scale without ``depends_on`` or whose upstream stages were
+    handed on; ``waiting for <scales>`` until then; ``could not open: <error>``
+    after its plugin failed (resume tries again). Read from the saved spec's
+    YAML and the event log, so it needs no plugin imported.
+    """
+    saved = store.get_meta(SPEC_META) or {}
+    try:
+        scales = (yaml.safe_load(saved.get("text", "")) or {}).get("scales") or []
+    except yaml.YAMLError:
+        return {}
+    outcome: dict[str, str] = {}
+    for _, _, kind, data in store.events(kind=events.STAGE_FAILED):
+        outcome[data["scale"]] = f"could not open: {data['error']}"
+    for _, _, kind, data in store.events(kind=events.STAGE_OPENED):
+        outcome[data["scale"]] = "open"
+    stages = {}
+    for scale in scales:
+        if not isinstance(scale, dict) or not isinstance(scale.get("name"), str):
+            continue
+        depends_on = [str(dep) for dep in scale.get("depends_on") or []]
+        stages[scale["name"]] = "open" if not depends_on else outcome.get(
+            scale["name"], f"waiting for {', '.join(depends_on)}")
+    return stages
+
+
 def status_report(directory: Path) -> dict[str, object]:
-    """Counts per scale and state, running tasks and failures, read without disturbing a live coordinator."""
+    """Counts per scale and state, stages, running tasks and failures, read without disturbing a live coordinator."""
     with Store.open(directory, readonly=True) as store:
         running = store.tasks(states=[TaskState.RUNNING])
         failed = store.tasks(states=[TaskState.FAILED])
@@ -81,6 +111,7 @@ def status_report(directory: Path) -> dict[str, object]:
                 "gpus": telemetry.gpus,
             },
             "counts": store.counts(),
+            "stages": stage_states(store),
             "running": [
                 {"task": r.id, "scale": r.spec.scale, "job_id": r.job_id, "attempt": r.attempt, "started": r.started}
                 for r in running
@@ -118,12 +149,16 @@ def cmd_status(args: argparse.Namespace) -> int:
     states = [state.value for state in TaskState if any(state.value in c for c in counts.values())]
     state = "running" if report["coordinator_running"] else "not running"
     console.print(f"campaign {report['directory']} (coordinator {state})", highlight=False, soft_wrap=True)
+    stages: dict[str, str] = report["stages"]  # type: ignore[assignment]
     table = Table()
     table.add_column("scale")
+    table.add_column("stage")
     for state in states:
         table.add_column(state, justify="right")
-    for scale, by_state in sorted(counts.items()):
-        table.add_row(scale, *(str(by_state.get(state, 0)) for state in states))
+    # Spec order first (the order stages run in), then scales the spec does not name (couplings' trainings).
+    for scale in [*stages, *sorted(set(counts) - set(stages))]:
+        by_state = counts.get(scale, {})
+        table.add_row(scale, stages.get(scale, "open"), *(str(by_state.get(state, 0)) for state in states))
     console.print(table)
     line = _utilization_line(report["utilization"])  # type: ignore[arg-type]
     if line:

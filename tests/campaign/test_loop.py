@@ -11,6 +11,7 @@ import pytest
 
 from mummi_like.campaign.loop import Campaign, CampaignError, Summary, coordinator_lock
 from mummi_like.campaign.reporting import Reporter
+from mummi_like.cli import stage_states
 from mummi_like.store import Store
 from mummi_like.tasks import TaskSpec, TaskState
 
@@ -329,6 +330,8 @@ def test_stages_open_in_dependency_order_once_their_upstream_is_done(
     assert report.created >= total.ended
     assert stage_events(tmp_path / "run") == [("stage-opened", "total", 1), ("stage-opened", "report", 1)]
 
+    with Store.open(tmp_path / "run", readonly=True) as store:
+        assert stage_states(store) == {"square": "open", "report": "open", "total": "open"}
     resumed = Campaign.resume(tmp_path / "run", Reporter()).run()
     assert resumed.complete
     assert stage_events(tmp_path / "run") == [("stage-opened", "total", 1), ("stage-opened", "report", 1)]
@@ -347,3 +350,8 @@ def test_stage_that_cannot_open_stops_the_campaign_resumably_and_keeps_what_was_
         assert [r.state for r in store.tasks(scale="square")] == [TaskState.DONE] * 3
         assert not store.tasks(scale="total")
     assert stage_events(tmp_path / "run") == [("stage-failed", "total", None)]
+    with Store.open(tmp_path / "run", readonly=True) as store:  # what `mummi-like status` shows per stage
+        assert stage_states(store) == {
+            "square": "open", "report": "waiting for total",
+            "total": "could not open: the upstream results are not what this stage expects",
+        }
