@@ -17,28 +17,32 @@ from mummi_like import plugins  # noqa: E402
 from mummi_like.scale import ScaleContext  # noqa: E402
 from mummi_like.tasks import CallablePayload  # noqa: E402
 from mummi_scales import drug_data as data  # noqa: E402
-from mummi_scales.docking import DockingConfig, DockingScale, dock_batch  # noqa: E402
+from mummi_scales.docking import DockingConfig, DockingScale, dock_batch, dock_payload, search_box  # noqa: E402
 
 PROGESTERONE = dict(data.known_ligands())["known-progesterone"]
 INVALID = "C1CC(N"
 
 
-def _dock(tmp: Path, ligands: list[list[str]], exhaustiveness: int) -> dict[str, dict[str, float | str]]:
-    pdbqt, center, size = data.receptor("PGR")
+FAST = DockingConfig(box_size=20.0, exhaustiveness=4, max_evals=20_000, seed=1)
+"""The fast setting of the reference table: 20 A box, exhaustiveness 4, at most 20000 evaluations per run."""
+
+
+def _dock(tmp: Path, ligands: list[list[str]], config: DockingConfig) -> dict[str, dict[str, float | str]]:
+    payload = dock_payload(config, list(ligands), {})
     cwd = Path.cwd()
     os.chdir(tmp)
     try:
-        return dock_batch(ligands, str(pdbqt), list(center), list(size), exhaustiveness=exhaustiveness, seed=1)
+        return dock_batch(**payload.kwargs)  # type: ignore[arg-type]
     finally:
         os.chdir(cwd)
 
 
 @pytest.fixture(scope="module")
-def five(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[str], dict[str, dict[str, float | str]]]:
-    """Progesterone, three library molecules and one invalid SMILES, docked at exhaustiveness 1 in one batch."""
+def five(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[list[str]], dict[str, dict[str, float | str]]]:
+    """Progesterone, three library molecules and one invalid SMILES, docked with the fast setting in one batch."""
     workdir = tmp_path_factory.mktemp("dock")
     ligands = [["known-progesterone", PROGESTERONE], *map(list, data.library(3, seed=0)), ["broken", INVALID]]
-    return workdir, [ligand_id for ligand_id, _ in ligands], _dock(workdir, ligands, exhaustiveness=1)
+    return workdir, ligands, _dock(workdir, ligands, FAST)
 
 
 def test_the_entry_point_loads_this_class() -> None:
@@ -82,6 +86,18 @@ def test_one_task_per_batch_covers_every_ligand_once(tmp_path: Path) -> None:
     assert tasks[0].labels["param.batch"] == "0" and tasks[0].payload.kwargs["exhaustiveness"] == 2  # type: ignore[union-attr]
 
 
+def test_box_size_overrides_dockstring_edges_around_its_center_and_max_evals_reaches_vina(tmp_path: Path) -> None:
+    pdbqt, center, size = data.receptor("PGR")
+    assert search_box(DockingConfig()) == (pdbqt, list(center), list(size))
+    assert search_box(DockingConfig(box_size=20))[1:] == (list(center), [20.0, 20.0, 20.0])
+    assert search_box(DockingConfig(box_size=(18, 20, 22)))[2] == [18.0, 20.0, 22.0]
+    config = DockingConfig(library_size=1, include_known_ligands=False, box_size=20, max_evals=20_000)
+    (task,) = DockingScale(config, ScaleContext(name="s1", campaign_dir=tmp_path, spec_dir=tmp_path)).tasks()
+    assert task.payload.kwargs["size"] == [20.0] * 3 and task.payload.kwargs["max_evals"] == 20_000  # type: ignore[union-attr]
+    with pytest.raises(ValidationError, match=r"box_size"):
+        DockingConfig(box_size=0)
+
+
 def test_config_rejects_parameters_and_unknown_targets() -> None:
     with pytest.raises(ValidationError, match=r"takes no parameters"):
         DockingConfig(parameters={"exhaustiveness": [1, 8]})
@@ -90,12 +106,14 @@ def test_config_rejects_parameters_and_unknown_targets() -> None:
 
 
 @pytest.mark.slow
-def test_five_ligands_score_negative_and_write_sdf_poses(five: tuple[Path, list[str], dict]) -> None:
-    workdir, ids, results = five
-    assert list(results) == ids
-    for ligand_id in ids[:4]:
+def test_five_ligands_score_negative_and_write_sdf_poses(five: tuple[Path, list[list[str]], dict]) -> None:
+    workdir, ligands, results = five
+    assert list(results) == [ligand_id for ligand_id, _ in ligands]
+    for ligand_id, smiles in ligands[:4]:
         score = results[ligand_id]["score"]
         assert isinstance(score, float) and -20 < score < 0, (ligand_id, results[ligand_id])
+        assert results[ligand_id]["smiles"] == smiles
+        assert results[ligand_id]["poses"] == f"poses/{ligand_id}.sdf", "relative to the task's working directory"
         poses = Chem.SDMolSupplier(str(workdir / str(results[ligand_id]["poses"])), removeHs=False)
         molecules = [molecule for molecule in poses if molecule is not None]
         assert molecules and molecules[0].GetDoubleProp("vina_score") == score
@@ -103,13 +121,25 @@ def test_five_ligands_score_negative_and_write_sdf_poses(five: tuple[Path, list[
 
 
 @pytest.mark.slow
-def test_an_invalid_smiles_is_reported_with_its_reason_and_spares_the_batch(five: tuple[Path, list[str], dict]) -> None:
+def test_an_invalid_smiles_is_reported_with_its_reason_and_spares_the_batch(
+    five: tuple[Path, list[list[str]], dict],
+) -> None:
     _, _, results = five
-    assert results["broken"] == {"error": f"parse: {INVALID!r}: extra open parentheses while parsing: {INVALID}"}
+    assert results["broken"] == {
+        "error": f"parse: {INVALID!r}: extra open parentheses while parsing: {INVALID}",
+        "smiles": INVALID,
+    }
+
+
+@pytest.mark.slow
+def test_the_fast_setting_still_finds_progesterones_pose(five: tuple[Path, list[list[str]], dict]) -> None:
+    """The crystal ligand of 1A28 at the reference table's setting: -8.5 kcal/mol here, -9.6 in the full box."""
+    _, _, results = five
+    assert results["known-progesterone"]["score"] < -8.0
 
 
 @pytest.mark.slow
 def test_redocking_progesterone_into_pgr_scores_below_minus_8(tmp_path: Path) -> None:
     """The crystal ligand of 1A28 docks well: -9.6 kcal/mol at exhaustiveness 4 here (-6.9 at 1 misses the pose)."""
-    results = _dock(tmp_path, [["progesterone", PROGESTERONE]], exhaustiveness=4)
+    results = _dock(tmp_path, [["progesterone", PROGESTERONE]], DockingConfig(exhaustiveness=4, seed=1))
     assert results["progesterone"]["score"] < -8.0
