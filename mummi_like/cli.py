@@ -188,10 +188,13 @@ def cmd_cancel(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     """Write a campaign's report (PNG figures and a self-contained index.html); the campaign may be running."""
-    from mummi_like.report import write_report_files  # matplotlib loads only for this command
+    from mummi_like.report import SUMMARY_FILE, write_report_files  # matplotlib loads only for this command
 
     index, pngs = write_report_files(Path(args.directory).resolve(), args.out)
-    print(f"{index} ({len(pngs)} PNG figure(s) in {index.parent})")
+    summary = index.parent / SUMMARY_FILE
+    if summary.is_file():  # the plugins' science in plain words, then where the figures are
+        print(summary.read_text(encoding="utf-8"))
+    print(f"report: {index} ({len(pngs)} PNG figure(s) in {index.parent})")
     return EXIT_OK
 
 

@@ -64,6 +64,8 @@ FAILURE_LIMIT = 200
 STDERR_LINES = 5
 THROUGHPUT_BINS = 50
 DPI = 110
+SUMMARY_FILE = "summary.txt"
+"""The plain text of the report's science sections, beside ``index.html``: what ``mummi-like report`` prints."""
 
 
 @dataclass
@@ -455,6 +457,7 @@ class _Page:
         self.out = out
         self.parts: list[str] = []
         self.pngs: list[Path] = []
+        self.texts: list[str] = []  # the science sections' plain text, for a terminal
 
     def add(self, fragment: str) -> None:
         self.parts.append(fragment)
@@ -564,6 +567,7 @@ def _science(page: _Page, store: Store, spec_meta: Any, directory: Path) -> None
             page.add(f"<h3>{_e(section.title)}</h3><p class=\"note\">from {_e(entry.owner)}</p>")
             if section.text is not None:
                 page.add(f'<p class="plain">{_e(section.text)}</p>')
+                page.texts.append(f"{section.title}\n{section.text}")
             if section.html is not None:
                 page.add(section.html)
             if section.figure is not None:
@@ -646,6 +650,11 @@ def write_report_files(directory: Path, out: Path | None = None, now: float | No
         f"<title>{_e(title)}</title><style>{_CSS}</style></head><body>"
         f"<h1>{_e(title)}</h1>" + "\n".join(page.parts) + "</body></html>\n"
     )
+    summary = out / SUMMARY_FILE
+    if page.texts:
+        summary.write_text("\n\n".join(page.texts) + "\n", encoding="utf-8")
+    else:
+        summary.unlink(missing_ok=True)
     index = out / "index.html"
     staging = out / ".index.html.tmp"
     staging.write_text(document, encoding="utf-8")

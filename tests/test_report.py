@@ -178,6 +178,9 @@ def test_plugin_sections_are_rendered_and_escaped(campaign: Path, tmp_path: Path
     assert len(embedded_pngs(science)) == 1
     science_pngs = [p.name for p in pngs if p.name not in EXPECTED_PNGS]
     assert science_pngs == ["science-scale-dock-docking-hits-of-dock-top-1.png"]
+    # The plain text of the sections, unescaped, for `mummi-like report` to print in a terminal.
+    assert (tmp_path / "out" / "summary.txt").read_text() == (
+        "Hits of dock <top 1%>\nscore < -9 & rising\n\nSecond\njust text\n")
 
 
 # -- a running campaign -----------------------------------------------------------------------------
@@ -237,7 +240,10 @@ def test_report_while_the_campaign_runs_does_not_disturb_it(tmp_path: Path) -> N
 def test_cli_report_prints_the_page_and_the_figure_count(campaign: Path, tmp_path: Path) -> None:
     result = mummi("report", campaign, "--out", tmp_path / "out")
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == f"{tmp_path / 'out' / 'index.html'} (5 PNG figure(s) in {tmp_path / 'out'})"
+    # No plugin of this campaign has sections with text, so only the page is named.
+    assert result.stdout.strip() == (
+        f"report: {tmp_path / 'out' / 'index.html'} (5 PNG figure(s) in {tmp_path / 'out'})")
+    assert not (tmp_path / "out" / "summary.txt").exists()
     assert (tmp_path / "out" / "index.html").is_file()
     missing = mummi("report", tmp_path / "nowhere")
     assert missing.returncode == 2
