@@ -6,7 +6,8 @@ the ZINC-derived MOSES training set inside the ``molsets`` package (read as a
 file: ``pip install molsets`` fails on its dependencies, so it is installed with
 ``--no-deps`` and never imported); the known ligands are a small CSV in the
 repository's ``data/`` folder, mixed into the library so that enrichment can be
-measured.
+measured (:func:`enrichment_factor`). A user's own library (SMILES, CSV or SD
+file) is read by :func:`read_library`.
 """
 
 from __future__ import annotations
@@ -14,8 +15,12 @@ from __future__ import annotations
 import csv
 import gzip
 import importlib.util
+import io
+import math
 import random
 import re
+import zlib
+from collections.abc import Mapping
 from pathlib import Path
 
 KNOWN_LIGANDS = Path(__file__).resolve().parents[2] / "data" / "pgr_ligands.csv"
@@ -123,3 +128,243 @@ def known_ligands() -> list[tuple[str, str]]:
     """The known progesterone-receptor ligands as ``(id, smiles)``, ids ``known-<id>``."""
     with KNOWN_LIGANDS.open(newline="") as handle:
         return [(f"{KNOWN_PREFIX}{row['id']}", row["smiles"]) for row in csv.DictReader(handle)]
+
+
+USER_PREFIX = "user-"
+"""Ids of molecules from a user's library file are this plus the record's name (or its record number)."""
+LIBRARY_FORMATS = (".smi", ".txt", ".csv", ".sdf")
+"""Library file formats :func:`read_library` reads, each also gzip-compressed (``.gz`` after it)."""
+MAX_NAME = 100
+"""Longest name kept in an id: ids name pose files, and file systems cap a name at 255 bytes."""
+
+
+def safe_id(name: str, record: int) -> str:
+    """The id of a library record: :data:`USER_PREFIX` plus ``name`` made file-name safe, or the record number.
+
+    Ids name files (``poses/<id>.sdf``) and task folders, so characters other
+    than letters, digits, ``.``, ``_`` and ``-`` (ASCII only: an accented
+    letter would survive here but not on every file system) are dropped at
+    the ends of the name and each run of them inside becomes one ``_``; the
+    name is cut to :data:`MAX_NAME` characters. A name that is already safe is
+    kept as it is. A name with nothing left (blank, or only punctuation)
+    falls back to the record number, which still traces the molecule to the
+    file.
+    """
+    unsafe = r"[^A-Za-z0-9._-]+"
+    cleaned = re.sub(unsafe, "_", re.sub(rf"^{unsafe}|{unsafe}$", "", name))[:MAX_NAME]
+    return f"{USER_PREFIX}{cleaned or record}"
+
+
+def _unique(ids: list[str]) -> list[str]:
+    """``ids`` with repeats suffixed ``-2``, ``-3``, ..., skipping suffixes that another record has as its own id.
+
+    Two records may share a name (or two names may clean to the same id); each
+    must still get its own poses file. The first keeps the plain id, and no
+    suffix takes an id that a later record has by name, so that a library
+    without repeats keeps its names unchanged and a repeat never renames
+    someone else's molecule.
+    """
+    taken = set(ids)
+    seen: set[str] = set()
+    unique = []
+    for ident in ids:
+        candidate, count = ident, 1
+        while candidate in seen or (candidate != ident and candidate in taken):
+            count += 1
+            candidate = f"{ident}-{count}"
+        seen.add(candidate)
+        unique.append(candidate)
+    return unique
+
+
+def _smiles_records(text: str) -> list[tuple[str, str]]:
+    """``(name, smiles)`` of a SMILES file: ``SMILES [name]`` a line; blank lines and ``#`` lines are skipped.
+
+    Only a line that *starts* with ``#`` is a comment: ``#`` inside a line is a
+    SMILES triple bond. The name is the rest of the line (it may hold spaces).
+    A first line whose first word is ``smiles`` (any case) is a header.
+    """
+    records = []
+    for line in text.splitlines():
+        stripped = line.strip()
+        if not stripped or stripped.startswith("#"):
+            continue
+        smiles, *name = stripped.split(None, 1)
+        if not records and smiles.lower() == "smiles":
+            continue
+        records.append((name[0] if name else "", smiles))
+    return records
+
+
+def _csv_records(text: str, path: Path) -> list[tuple[str, str]]:
+    """``(name, smiles)`` of a CSV file with a ``smiles`` column (any case) and optionally ``id`` or ``name``.
+
+    An empty SMILES cell stays a record (with an empty SMILES), so that the
+    row is reported as failed rather than silently missing from the campaign.
+
+    Raises
+    ------
+    ValueError
+        When no column is called ``smiles``: the message lists the columns.
+    """
+    reader = csv.DictReader(io.StringIO(text))
+    columns: dict[str, str] = {}
+    for field in reader.fieldnames or []:
+        columns.setdefault(field.strip().lower(), field)
+    if "smiles" not in columns:
+        raise ValueError(
+            f"the library {path} has no SMILES column (its columns: {', '.join(reader.fieldnames or []) or 'none'}); "
+            "name the column of SMILES 'smiles' or 'SMILES', and optionally one 'id' or 'name'"
+        )
+    smiles_column, name_column = columns["smiles"], columns.get("id", columns.get("name"))
+    return [
+        ((row.get(name_column) or "").strip() if name_column else "", (row.get(smiles_column) or "").strip())
+        for row in reader
+    ]
+
+
+def _sdf_records(text: str) -> list[tuple[str, str]]:
+    """``(name, smiles)`` of an SD file, name from each record's title line (RDKit's ``_Name``).
+
+    The file is split at ``$$$$`` here rather than by ``SDMolSupplier``, so that
+    a record RDKit cannot read still has its name. A record that parses but
+    fails sanitization (a pentavalent carbon, say) keeps its unsanitized
+    SMILES, for which docking reports RDKit's reason; one that does not parse
+    at all gets an empty SMILES, recorded as failed under its name.
+    """
+    from rdkit import Chem
+    from rdkit.rdBase import BlockLogs
+
+    blocks, lines = [], []
+    for line in [*text.splitlines(keepends=True), "$$$$"]:  # the sentinel ends a last record that lacks $$$$
+        if line.strip() != "$$$$":
+            lines.append(line)
+            continue
+        if "".join(lines).strip():
+            blocks.append("".join(lines))
+        lines = []
+    records = []
+    with BlockLogs():  # a bad record's reason is reported by docking, not printed here
+        for block in blocks:
+            name = block.splitlines()[0].strip()
+            molecule = Chem.MolFromMolBlock(block)
+            if molecule is None:
+                molecule = Chem.MolFromMolBlock(block, sanitize=False, removeHs=False)
+            records.append((name, Chem.MolToSmiles(molecule) if molecule is not None else ""))
+    return records
+
+
+def read_library(path: Path) -> list[tuple[str, str]]:
+    """The molecules of a user's library file, as ``(id, smiles)`` in file order, ids ``user-<name>``.
+
+    A campaign screens the user's own compounds as readily as the MOSES sample.
+    Formats (by extension, each optionally gzip-compressed with ``.gz``):
+    ``.smi``/``.txt`` (``SMILES [name]`` a line, ``#`` comment lines), ``.csv``
+    (a ``smiles`` column, optional ``id`` or ``name``), ``.sdf`` (name from the
+    title line; the SMILES is written by RDKit from the record).
+
+    Ids are :func:`safe_id` of the name, or of the record number (0-based,
+    counting molecules only: no header, comment or blank line) where a record
+    has no name, then made unique. A record whose molecule cannot be read is
+    kept, with its raw SMILES (or an empty string for an unreadable SD
+    record), so that docking reports it as failed with the reason instead of
+    the molecule vanishing from the screen.
+
+    Raises
+    ------
+    ValueError
+        When the file cannot be read, its extension is not one of
+        :data:`LIBRARY_FORMATS`, a CSV has no SMILES column, or it holds no
+        molecule; the message names the file and the fix.
+    """
+    path = Path(path)
+    compressed = path.name.lower().endswith(".gz")
+    suffix = Path(path.name[:-3] if compressed else path.name).suffix.lower()
+    if suffix not in LIBRARY_FORMATS:
+        known = ", ".join(f"{fmt}[.gz]" for fmt in LIBRARY_FORMATS)
+        raise ValueError(f"cannot tell the format of the library {path}: its name should end in one of {known}")
+    try:
+        with gzip.open(path, "rt", encoding="utf-8-sig") if compressed else path.open(encoding="utf-8-sig") as handle:
+            text = handle.read()
+    except (OSError, EOFError, UnicodeDecodeError, zlib.error) as error:
+        raise ValueError(
+            f"cannot read the library {path}: {error}; check the path, and that the file is UTF-8 text "
+            f"{'compressed with gzip' if compressed else 'not compressed (add .gz to the name of a gzip file)'}"
+        ) from None
+    try:
+        if suffix == ".csv":
+            records = _csv_records(text, path)
+        elif suffix == ".sdf":
+            records = _sdf_records(text)
+        else:
+            records = _smiles_records(text)
+    except csv.Error as error:
+        raise ValueError(f"the library {path} is not valid CSV: {error}; check its quoting and delimiters") from None
+    if not records:
+        raise ValueError(f"the library {path} holds no molecules; give a {suffix} file with at least one record")
+    ids = _unique([safe_id(name, record) for record, (name, _) in enumerate(records)])
+    return [(ident, smiles) for ident, (_, smiles) in zip(ids, records)]
+
+
+def enrichment_factor(scores: Mapping[str, float], actives: set[str], fraction: float) -> float:
+    """How many times more actives the best-scored ``fraction`` of the molecules holds than a random pick would.
+
+    The campaign mixes known ligands into the library; the enrichment factor
+    of its ranking (after docking, after MM/GBSA) says whether the ranking
+    finds them, independently of the library's size:
+
+    ``EF(x) = (a_x / n_x) / (A / N)``
+
+    with ``N`` molecules scored, ``A`` of them active, ``n_x = ceil(x N)`` the
+    best-scored (lowest score: Vina and MM/GBSA energies, kcal/mol) and
+    ``a_x`` the actives among those. 1 is random; the maximum is
+    ``min(1/x, N/A)`` rounded as ``n_x`` is.
+
+    Edge cases:
+
+    - ties at the cut-off: the molecules tied with the ``n_x``-th score share
+      the places left, and their actives count in proportion (the expected
+      ``a_x`` of a random tie-break), so the figure does not depend on the
+      order of ``scores``;
+    - fewer molecules than ``1/x``: ``n_x`` is rounded up to one molecule,
+      the best, rather than to zero;
+    - actives absent from ``scores`` are not counted (the figure describes the
+      scored set); give a molecule that failed ``float('inf')`` to count it
+      as ranked last.
+
+    Parameters
+    ----------
+    scores:
+        Molecule id -> score, lower is better.
+    actives:
+        Ids of the known actives.
+    fraction:
+        ``x`` in (0, 1]: 0.01 for EF at 1%.
+
+    Raises
+    ------
+    ValueError
+        When ``fraction`` is outside (0, 1], ``scores`` is empty or holds a
+        NaN, or no active is among the scored molecules (the factor is then
+        0/0).
+    """
+    if not 0 < fraction <= 1:
+        raise ValueError(f"the fraction of an enrichment factor is in (0, 1], got {fraction}; 0.01 is EF at 1%")
+    if not scores:
+        raise ValueError("no scored molecules: an enrichment factor ranks at least one")
+    undefined = sorted(ident for ident, score in scores.items() if math.isnan(score))
+    if undefined:
+        raise ValueError(f"NaN scores cannot be ranked: {', '.join(undefined[:5])}; give failures float('inf')")
+    found = actives & scores.keys()
+    if not found:
+        raise ValueError(
+            f"none of the {len(actives)} actives is among the {len(scores)} scored molecules: the enrichment "
+            "factor is undefined; score the actives too"
+        )
+    total = len(scores)
+    top = max(1, math.ceil(round(fraction * total, 9)))  # round: 0.01 * 300 is 3.0000000000000004, not 3
+    cutoff = sorted(scores.values())[top - 1]
+    better = [ident for ident, score in scores.items() if score < cutoff]
+    tied = [ident for ident, score in scores.items() if score == cutoff]
+    hits = len(found.intersection(better)) + len(found.intersection(tied)) * (top - len(better)) / len(tied)
+    return (hits / top) / (len(found) / total)
