@@ -14,7 +14,7 @@ from mummi_pipelines.drug_discovery.ranking import (
     RANKING_CSV,
     RankingConfig,
     RankingScale,
-    enrichment_factor,
+    order_enrichment,
     rank,
 )
 
@@ -39,12 +39,12 @@ COARSE = {
 FINE = [{"ligand": "known-a", "dg": -9.0, "dg_err": 0.5}, {"ligand": "moses-2", "dg": -6.0, "dg_err": 0.5}]
 
 
-def test_enrichment_factor_is_share_in_top_over_share_overall() -> None:
-    order = ["a", "x", "y", "b", "z", "w", "v", "u", "t", "s"]
-    assert enrichment_factor(order, {"a", "b"}, 0.2) == pytest.approx((1 / 2) / (2 / 10))
-    assert enrichment_factor(order, {"a"}, 0.01) == pytest.approx(10.0)  # the top holds at least one molecule
-    assert enrichment_factor(order, set(), 0.1) is None
-    assert enrichment_factor([], {"a"}, 0.1) is None
+def test_enrichment_of_an_order_ranks_unranked_molecules_last_and_needs_actives() -> None:
+    order = ["a", "x", "y", "b", "z", "w", "v", "u"]
+    assert order_enrichment(order, ["f1", "f2"], {"a", "b"}, 0.2) == pytest.approx((1 / 2) / (2 / 10))
+    assert order_enrichment(order, ["f1", "f2"], {"f1"}, 0.2) == pytest.approx(0.0)  # a failed active is last
+    assert order_enrichment(order, [], {"nowhere"}, 0.1) is None
+    assert order_enrichment([], [], {"a"}, 0.1) is None
 
 
 def test_rank_orders_finalists_by_s3_with_fine_refining_and_pocket_leavers_last(

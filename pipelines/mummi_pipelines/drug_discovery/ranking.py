@@ -42,6 +42,7 @@ from pydantic import Field, JsonValue
 
 from mummi_like.scale import DoneTask, Scale
 from mummi_like.tasks import CallablePayload, Resources, StrictModel, TaskSpec
+from mummi_scales.drug_data import enrichment_factor
 
 RANK_FUNCTION = "mummi_pipelines.drug_discovery.ranking:rank"
 """What the scale's task calls."""
@@ -136,18 +137,13 @@ class RankingScale(Scale):
                          payload=CallablePayload(function=RANK_FUNCTION, kwargs=kwargs))]
 
 
-def enrichment_factor(order: list[str], actives: set[str], fraction: float) -> float | None:
-    """EF at ``fraction``: the share of actives in the top ``ceil(fraction * N)`` over their share in all N.
-
-    1 is what a random order gives on average, ``1 / fraction`` (or
-    ``N / actives`` when fewer) the most any order can. ``None`` when there are
-    no actives or no molecules.
-    """
-    if not order or not actives:
+def order_enrichment(order: list[str], unranked: list[str], actives: set[str], fraction: float) -> float | None:
+    """EF at ``fraction`` of an ordered library (best first), ``unranked`` molecules tied last; ``None`` without
+    actives (see :func:`~mummi_scales.drug_data.enrichment_factor` for the definition and its tie rule)."""
+    scores = {ligand: float(position) for position, ligand in enumerate(order)} | dict.fromkeys(unranked, math.inf)
+    if not scores or not actives & scores.keys():
         return None
-    top = max(1, math.ceil(fraction * len(order)))
-    found = sum(ligand in actives for ligand in order[:top])
-    return (found / top) / (len(actives) / len(order))
+    return enrichment_factor(scores, actives, fraction)
 
 
 def _final_order(finalists: list[str], coarse: Mapping[str, Any], fine: Mapping[str, Any],
@@ -249,8 +245,8 @@ def rank(root: str, docked: dict[str, dict[str, Any]], predictions: str | None, 
         ],
         "enrichment": {
             "fraction": fraction,
-            "after_s1": enrichment_factor([*after_s1, *unranked], actives, fraction),
-            "after_s3": enrichment_factor([*after_s3, *unranked], actives, fraction),
+            "after_s1": order_enrichment(after_s1, unranked, actives, fraction),
+            "after_s3": order_enrichment(after_s3, unranked, actives, fraction),
             "known": len(actives),
             "known_finalists": sum(ligand in actives for ligand in s3_order),
         },
