@@ -164,11 +164,15 @@ def search_box(config: DockingSettings) -> tuple[Path, list[float], list[float]]
     return receptor, list(center), edges
 
 
-def dock_payload(config: DockingSettings, ligands: list[JsonValue], env: dict[str, str]) -> CallablePayload:
-    """The :func:`dock_batch` call that docks ``ligands`` (``[id, smiles]`` pairs) with ``config``'s settings.
+def dock_payload(
+    config: DockingSettings, ligands: list[JsonValue], env: dict[str, str], function: str = DOCK_FUNCTION
+) -> CallablePayload:
+    """The call that docks ``ligands`` (``[id, smiles]`` pairs) with ``config``'s settings.
 
     Shared with the active-docking scale, so that both scales dock the same way
-    from the same config fields.
+    from the same config fields; ``function`` takes :func:`dock_batch`'s
+    arguments (the active-docking scale's wrapper also records the scores for
+    its training tasks).
     """
     receptor, center, size = search_box(config)
     kwargs: dict[str, JsonValue] = {
@@ -182,7 +186,7 @@ def dock_payload(config: DockingSettings, ligands: list[JsonValue], env: dict[st
         "cpu": config.resources.cores,
         "max_evals": config.max_evals,
     }
-    return CallablePayload(function=DOCK_FUNCTION, kwargs=kwargs, env=env)
+    return CallablePayload(function=function, kwargs=kwargs, env=env)
 
 
 class LigandError(Exception):

@@ -1,0 +1,206 @@
+"""The ML1 surrogate: fingerprints, the MLP ensemble, acquisition functions, stop rules and the training task."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from pydantic import ValidationError
+
+pytest.importorskip("rdkit", reason="fingerprints need RDKit, in the `campaign` extra: pip install -e '.[campaign]'")
+
+from rdkit import Chem  # noqa: E402
+
+from mummi_scales import drug_data as data  # noqa: E402
+from mummi_selectors.surrogate import (  # noqa: E402
+    MODEL,
+    PREDICTIONS,
+    SCORES,
+    ActiveLearningConfig,
+    Ensemble,
+    SparseLinear,
+    SurrogateConfig,
+    acquire,
+    fingerprints,
+    held_out,
+    learn_round,
+    library_fingerprints,
+    load_predictions,
+    round_rng,
+    sparse_features,
+    stop_reason,
+    train_and_acquire,
+)
+
+SMALL = SurrogateConfig(members=3, hidden=[64, 16], epochs=80, batch_size=16, fingerprint_bits=1024)
+"""An ensemble that trains on a few dozen molecules in about a second."""
+
+
+@pytest.fixture(scope="module")
+def molecules() -> tuple[list[str], list[str], np.ndarray]:
+    """60 MOSES molecules and a score the fingerprint can explain: -0.5 per aromatic atom, +1 per oxygen.
+
+    (Stacking on aromatic rings helps a ligand in PGR's pocket; a made-up
+    target, so that a few dozen molecules suffice to learn it.)
+    """
+    library = data.library(60, seed=11)
+    ids, smiles = [ligand_id for ligand_id, _ in library], [text for _, text in library]
+    scores = []
+    for text in smiles:
+        atoms = Chem.MolFromSmiles(text).GetAtoms()
+        scores.append(-0.5 * sum(atom.GetIsAromatic() for atom in atoms) + sum(atom.GetSymbol() == "O" for atom in atoms))
+    return ids, smiles, np.array(scores)
+
+
+def _r2(truth: np.ndarray, predicted: np.ndarray) -> float:
+    return float(1 - np.sum((truth - predicted) ** 2) / np.sum((truth - truth.mean()) ** 2))
+
+
+def test_fingerprints_count_substructures_and_flag_bad_smiles() -> None:
+    rows, valid = fingerprints(["CCO", "CCCCCCO", "C1CC(N"], SurrogateConfig(fingerprint_bits=256))
+    assert rows.shape == (3, 256) and rows.dtype == np.uint8
+    assert valid.tolist() == [True, True, False] and not rows[2].any()
+    assert rows[1].sum() > rows[0].sum(), "a longer chain holds more (and repeated) substructures"
+    bits, _ = fingerprints(["CCCCCCO"], SurrogateConfig(fingerprint_bits=256, fingerprint="bit"))
+    assert set(np.unique(bits)) <= {0, 1} and (bits[0] > 0).tolist() == (rows[1] > 0).tolist()
+
+
+def test_the_sparse_first_layer_equals_a_dense_layer_on_log1p_counts() -> None:
+    rows, _ = fingerprints(["CCO", "c1ccccc1C(=O)N", "CCCCCCCCCC"], SurrogateConfig(fingerprint_bits=512))
+    layer = SparseLinear(512, 8)
+    dense = np.log1p(rows.astype(np.float32)) @ layer.bag.weight[:512].detach().numpy() + layer.bias.detach().numpy()
+    with torch.no_grad():
+        assert np.allclose(layer(*sparse_features(rows)).numpy(), dense, atol=1e-5)
+
+
+def test_training_lowers_the_error_on_held_out_molecules(molecules: tuple[list[str], list[str], np.ndarray]) -> None:
+    _, smiles, scores = molecules
+    rows, _ = fingerprints(smiles, SMALL)
+    train, test = slice(0, 45), slice(45, 60)
+    untrained = Ensemble(SMALL.model_copy(update={"epochs": 1}), seed=0).fit(rows[train], scores[train])
+    trained = Ensemble(SMALL, seed=0).fit(rows[train], scores[train])
+    before, after = _r2(scores[test], untrained.predict(rows[test])[0]), _r2(scores[test], trained.predict(rows[test])[0])
+    assert after > 0.25 and after > before + 0.4, (before, after)
+
+
+def test_the_ensemble_is_deterministic_under_its_seed_and_survives_save_and_load(
+    molecules: tuple[list[str], list[str], np.ndarray], tmp_path: Path
+) -> None:
+    _, smiles, scores = molecules
+    rows, _ = fingerprints(smiles, SMALL)
+    config = SMALL.model_copy(update={"epochs": 10})
+    first = Ensemble(config, seed=4).fit(rows[:40], scores[:40])
+    mean, std = first.predict(rows)
+    again = Ensemble(config, seed=4).fit(rows[:40], scores[:40]).predict(rows)
+    other = Ensemble(config, seed=5).fit(rows[:40], scores[:40]).predict(rows)
+    assert np.array_equal(mean, again[0]) and np.array_equal(std, again[1])
+    assert not np.allclose(mean, other[0])
+    assert (std > 0).all(), "bootstrap resamples and seeds make the members disagree"
+    first.save(tmp_path / MODEL)
+    assert np.allclose(Ensemble.load(tmp_path / MODEL).predict(rows)[0], mean)
+
+
+def test_acquisition_functions_choose_as_defined() -> None:
+    mean = np.array([-9.0, -8.0, -7.0, -6.0, -5.0, -10.0])
+    std = np.array([0.1, 0.1, 2.5, 0.1, 5.0, 0.1])
+    candidates = np.arange(5)  # molecule 5 is docked already
+    assert acquire("greedy", mean, std, candidates, 2, 1.0, round_rng(0, 1)).tolist() == [0, 1]
+    assert acquire("ucb", mean, std, candidates, 2, 1.0, round_rng(0, 1)).tolist() == [4, 2]  # -10.0, -9.5
+    assert acquire("ucb", mean, std, candidates, 2, 0.0, round_rng(0, 1)).tolist() == [0, 1], "beta 0 is greedy"
+    draws = [acquire("thompson", mean, std, candidates, 3, 1.0, round_rng(seed, 1)).tolist() for seed in range(30)]
+    assert draws[0] == acquire("thompson", mean, std, candidates, 3, 1.0, round_rng(0, 1)).tolist()
+    assert all(5 not in draw for draw in draws) and len({tuple(draw) for draw in draws}) > 1
+    firsts = {draw[0] for draw in draws}
+    assert {2, 4} <= firsts <= {0, 2, 4}, "wide predictions are sometimes drawn lowest; narrow worse ones never"
+    chosen = acquire("random", mean, std, candidates, 3, 1.0, round_rng(0, 1))
+    assert len(set(chosen.tolist())) == 3 and set(chosen.tolist()) <= set(candidates.tolist())
+    assert chosen.tolist() == acquire("random", mean, std, candidates, 3, 1.0, round_rng(0, 1)).tolist()
+    assert len(acquire("greedy", mean, std, candidates, 10, 1.0, round_rng(0, 1))) == 5
+
+
+def test_stop_rules_budget_exhaustion_and_convergence() -> None:
+    plan = ActiveLearningConfig(initial=10, budget=100, converged_overlap=0.9, patience=2)
+    assert stop_reason(100, 50, [], plan) == "budget: 100 docking calls spent of 100"
+    assert stop_reason(60, 0, [], plan) == "library exhausted after 60 docking calls"
+    assert stop_reason(60, 50, [0.95], plan) is None, "one converged round is not enough with patience 2"
+    assert stop_reason(60, 50, [0.95, 0.8], plan) is None
+    assert stop_reason(60, 50, [0.8, 0.92, 0.95], plan).startswith("converged: the top 50")  # type: ignore[union-attr]
+    with pytest.raises(ValidationError, match=r"initial \(200\) is larger than budget \(100\)"):
+        ActiveLearningConfig(initial=200, budget=100)
+
+
+def test_a_round_trains_on_labels_only_and_chooses_among_molecules_not_docked(
+    molecules: tuple[list[str], list[str], np.ndarray],
+) -> None:
+    ids, smiles, truth = molecules
+    rows, valid = fingerprints(smiles, SMALL)
+    docked = np.zeros(len(ids), dtype=bool)
+    docked[:30] = True
+    scores = np.where(docked, truth, np.nan)
+    scores[3] = np.nan  # docked but failed: never chosen again, never trained on
+    plan = ActiveLearningConfig(initial=30, batch=8, budget=50, acquisition="greedy", top_k=10)
+    found = learn_round(ids, rows, valid, scores, docked, SMALL, plan, 1, None, [], seed=2)
+    assert len(found.chosen) == 8 and not docked[found.chosen].any()
+    assert found.chosen.tolist() == acquire("greedy", found.mean, found.std, np.flatnonzero(~docked), 8, 0, round_rng(2, 1)).tolist()
+    assert found.held_out.tolist() == (held_out(ids, SMALL.holdout, 2) & ~np.isnan(scores)).tolist()
+    assert found.r2 is not None and found.overlap is None and found.stop is None
+    top_ids = [ids[index] for index in found.top]
+    again = learn_round(ids, rows, valid, scores, docked, SMALL, plan, 2, top_ids, [], seed=2)
+    assert again.overlap is not None and 0.5 <= again.overlap <= 1.0
+    spent = learn_round(ids, rows, valid, scores, docked, SMALL, plan.model_copy(update={"budget": 30}), 1, None, [], 2)
+    assert spent.stop == "budget: 30 docking calls spent of 30" and len(spent.chosen) == 0
+
+
+def test_the_fingerprint_cache_is_reused_and_renewed_when_settings_change(tmp_path: Path) -> None:
+    ids, smiles = ["a", "b"], ["CCO", "CCN"]
+    cache = tmp_path / "fingerprints.npz"
+    rows, _ = library_fingerprints(ids, smiles, SMALL, cache)
+    with np.load(cache) as saved:
+        assert np.array_equal(saved["rows"], rows)
+    stamp = cache.stat().st_mtime_ns
+    assert np.array_equal(library_fingerprints(ids, smiles, SMALL, cache)[0], rows)
+    assert cache.stat().st_mtime_ns == stamp, "the same library and settings read the cache"
+    wider = SMALL.model_copy(update={"fingerprint_bits": 2048})
+    assert library_fingerprints(ids, smiles, wider, cache)[0].shape == (2, 2048)
+
+
+def _dock_folder(folder: Path, results: dict[str, dict[str, object]]) -> str:
+    folder.mkdir(parents=True)
+    (folder / SCORES).write_text(json.dumps(results))
+    return str(folder)
+
+
+def test_the_training_task_writes_predictions_and_chooses_the_next_batch(
+    molecules: tuple[list[str], list[str], np.ndarray], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Docking results as dock tasks leave them (scores.json), one failure among them."""
+    ids, smiles, truth = molecules
+    library = tmp_path / "library.csv"
+    library.write_text("id,smiles\n" + "".join(f"{i},{s}\n" for i, s in zip(ids, smiles)))
+    first = {i: {"score": float(t), "poses": f"poses/{i}.sdf", "smiles": s} for i, s, t in zip(ids[:12], smiles, truth)}
+    second = {i: {"score": float(t), "poses": f"poses/{i}.sdf", "smiles": s} for i, s, t in zip(ids[12:20], smiles[12:], truth[12:])}
+    second[ids[20]] = {"error": "embedding: ETKDG found no 3D conformer", "smiles": smiles[20]}
+    dirs = [_dock_folder(tmp_path / "d0", first), _dock_folder(tmp_path / "d1", second)]
+    work = tmp_path / "train"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    plan = ActiveLearningConfig(initial=12, batch=5, budget=40, acquisition="ucb", top_k=5)
+    value = train_and_acquire(
+        str(library), str(tmp_path / "fp.npz"), dirs, 1, None, [], SMALL.model_dump(), plan.model_dump(), seed=3
+    )
+    assert (value["round"], value["docked"], value["labelled"], value["failed"]) == (1, 21, 20, 1)
+    assert value["trained_on"] + value["held_out"] == 20  # type: ignore[operator]
+    assert value["best_score"] == pytest.approx(float(truth[:20].min())) and value["stop"] is None
+    chosen = [ligand_id for ligand_id, _ in value["next"]]  # type: ignore[union-attr]
+    assert len(chosen) == 5 and not set(chosen) & set(ids[:21])
+    assert all(dict(zip(ids, smiles))[ligand_id] == text for ligand_id, text in value["next"])  # type: ignore[union-attr]
+    saved = load_predictions(work / PREDICTIONS)
+    assert saved["ids"].tolist() == ids and int(saved["docked"].sum()) == 21 and len(saved["top"]) == 5
+    assert np.isnan(saved["score"][20]) and saved["score"][0] == pytest.approx(truth[0])
+    assert (work / MODEL).is_file()
+    with pytest.raises(FileNotFoundError, match=r"d9/scores.json is missing.*rerun the dock task"):
+        train_and_acquire(str(library), str(tmp_path / "fp.npz"), [str(tmp_path / "d9")], 1, None, [],
+                          SMALL.model_dump(), plan.model_dump(), seed=3)  # fmt: skip
