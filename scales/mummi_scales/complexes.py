@@ -178,8 +178,8 @@ def amber_tool(name: str) -> Path:
     return path
 
 
-def _run_tool(argv: Sequence[str], cwd: Path, what: str) -> str:
-    """Run an AmberTools program in ``cwd``; its output, or a :class:`ComplexError` naming ``what`` and why.
+def _run_tool(argv: Sequence[str], cwd: Path, what: str, fix: str) -> str:
+    """Run an AmberTools program in ``cwd``; its output, or a :class:`ComplexError` naming ``what``, why and ``fix``.
 
     ``what`` says whose input it was (the ligand, the target), so the message of
     a failed task tells which molecule to look at.
@@ -188,19 +188,21 @@ def _run_tool(argv: Sequence[str], cwd: Path, what: str) -> str:
     completed = subprocess.run(list(argv), cwd=cwd, capture_output=True, text=True, check=False)
     output = completed.stdout + completed.stderr
     if completed.returncode != 0:
-        raise ComplexError(f"{what}: {tool} failed (exit {completed.returncode}): {_reason(output, cwd)}")
+        raise ComplexError(f"{what}: {tool} failed (exit {completed.returncode}): {_reason(output, cwd)}; {fix}")
     return output
 
 
 def _reason(output: str, cwd: Path) -> str:
-    """The lines of a tool's output (and of sqm's, which antechamber hides) that say what went wrong."""
+    """What a tool's output says went wrong, with the end of sqm's log when sqm (run by antechamber) failed."""
+    words = ("error", "fatal", "cannot", "odd", "unable", "sorry")
     lines = [line.strip() for line in output.splitlines() if line.strip()]
+    reasons = [line for line in lines if any(word in line.lower() for word in words)] or lines[-4:]
     sqm = cwd / "sqm.out"
     if sqm.is_file():
-        lines += [f"sqm: {line.strip()}" for line in sqm.read_text(errors="replace").splitlines()
-                  if "error" in line.lower() or "odd" in line.lower() or "unable" in line.lower()]
-    errors = [line for line in lines if any(word in line.lower() for word in ("error", "fatal", "odd", "unable"))]
-    return " | ".join((errors or lines)[-6:]) or "no output"
+        log = sqm.read_text(errors="replace")
+        if "Calculation Completed" not in log:
+            reasons += [f"sqm: {line.strip()}" for line in log.splitlines() if line.strip()][-4:]
+    return " | ".join(reasons) or "no output"
 
 
 def _write_atomically(path: Path, text: str) -> None:
@@ -521,14 +523,18 @@ def ligand_parameters(molecule: Chem.Mol, ligand_id: str, cache: Path) -> Path:
         charge = Chem.GetFormalCharge(molecule)
         Chem.MolToMolFile(molecule, str(work / "ligand.sdf"))
         what = f"ligand {ligand_id} ({Chem.MolToSmiles(Chem.RemoveHs(molecule))}, net charge {charge})"
+        fix = ("GAFF2/AM1-BCC cannot describe this ligand as protonated (an element without AM1 or GAFF2 "
+               "parameters, or a charge that leaves an odd electron count); leave it out of the finalists")
         began = time.perf_counter()
         _run_tool([str(amber_tool("antechamber")), "-i", "ligand.sdf", "-fi", "mdl", "-o", "ligand.mol2",
                    "-fo", "mol2", "-c", "bcc", "-nc", str(charge), "-at", "gaff2", "-rn", LIGAND_RESIDUE,
-                   "-ek", "qm_theory='AM1', maxcyc=0, scfconv=1.d-10, ndiis_attempts=700,"], work, what)
+                   "-ek", "qm_theory='AM1', maxcyc=0, scfconv=1.d-10, ndiis_attempts=700,"], work, what, fix)
         if not (work / "ligand.mol2").is_file():
-            raise ComplexError(f"{what}: antechamber wrote no ligand.mol2: {_reason('', work)}")
+            raise ComplexError(f"{what}: antechamber wrote no ligand.mol2: {_reason('', work)}; {fix}")
+        mol2 = work / "ligand.mol2"
+        mol2.write_text(_edit_mol2(mol2.read_text(), net_charge=charge))
         _run_tool([str(amber_tool("parmchk2")), "-i", "ligand.mol2", "-f", "mol2", "-o", "ligand.frcmod",
-                   "-s", "gaff2"], work, what)
+                   "-s", "gaff2"], work, what, fix)
         seconds = time.perf_counter() - began
         (work / "ligand.json").write_text(json.dumps({
             "smiles": Chem.MolToSmiles(Chem.RemoveHs(molecule)), "net_charge": charge, "seconds": seconds,
@@ -559,17 +565,33 @@ def _pose_mol2(parameters: Path, molecule: Chem.Mol, ligand_id: str) -> str:
             "delete that folder to parameterize the ligand again"
         )
     xyz = molecule.GetConformer().GetPositions()[list(match)]
-    lines, atom, in_atoms = [], 0, False
-    for line in (parameters / "ligand.mol2").read_text().splitlines():
+    return _edit_mol2((parameters / "ligand.mol2").read_text(), xyz=xyz)
+
+
+def _edit_mol2(text: str, *, xyz: np.ndarray | None = None, net_charge: int | None = None) -> str:
+    """A mol2 with new coordinates, or with its charges shifted evenly to sum to ``net_charge`` exactly.
+
+    antechamber's AM1-BCC charges of a single-point AM1 miss the net charge by
+    a few thousandths of an electron; a ligand whose charge is not the integer
+    it should be leaves a spurious net charge in every binding energy.
+    """
+    lines = text.splitlines()
+    rows = []
+    in_atoms = False
+    for number, line in enumerate(lines):
         if line.startswith("@<TRIPOS>"):
             in_atoms = line.strip() == "@<TRIPOS>ATOM"
         elif in_atoms and line.strip():
-            fields = line.split()
-            x, y, z = xyz[atom]
-            line = (f"{int(fields[0]):7d} {fields[1]:<8s} {x:10.4f} {y:10.4f} {z:10.4f} {fields[5]:<6s}"
-                    f"{int(fields[6]):5d} {fields[7]:<8s} {float(fields[8]):10.6f}")
-            atom += 1
-        lines.append(line)
+            rows.append(number)
+    fields = [lines[number].split() for number in rows]
+    positions = np.array([[float(value) for value in row[2:5]] for row in fields]) if xyz is None else xyz
+    charges = np.array([float(row[8]) for row in fields])
+    if net_charge is not None:
+        charges = np.round(charges + (net_charge - charges.sum()) / len(charges), 6)
+        charges[-1] = round(charges[-1] + net_charge - charges.sum(), 6)  # the rounding's remainder
+    for number, row, (x, y, z), charge in zip(rows, fields, positions, charges, strict=True):
+        lines[number] = (f"{int(row[0]):7d} {row[1]:<8s} {x:10.4f} {y:10.4f} {z:10.4f} {row[5]:<6s}"
+                         f"{int(row[6]):5d} {row[7]:<8s} {charge:10.6f}")
     return "\n".join([*lines, ""])
 
 
@@ -585,7 +607,7 @@ def prepare_complex(
     *,
     pocket_radius: float | None,
     cache: Path,
-    feature_radius: float = 12.0,
+    feature_radius: float = 10.0,
 ) -> PreparedComplex:
     """Build the Amber complex of the best pose in ``pose_sdf`` into ``folder``.
 
@@ -624,7 +646,7 @@ def prepare_complex(
     (folder / COMPLEX_JSON).unlink(missing_ok=True)
     molecule = read_pose(pose_sdf, ligand_id)
     parameters = ligand_parameters(molecule, ligand_id, cache)
-    charge = int(json.loads((parameters / "ligand.json").read_text())["net_charge"])
+    charge = int(json.loads((parameters / "ligand.json").read_text())["net_charge"])  # from the pose's formal charges
 
     residues = _read_receptor(prepared_receptor(target, cache))
     names, disulfides = _amber_names(residues)
@@ -647,7 +669,8 @@ def prepare_complex(
         script += [f"saveamberparm {unit} {part}.{solvent}.prmtop {part}.inpcrd"
                    for unit, part in (("com", "complex"), ("rec", "receptor"), ("lig", "ligand"))]
     (folder / "tleap.in").write_text("\n".join([*script, "quit", ""]))
-    log = _run_tool([str(amber_tool("tleap")), "-f", "tleap.in"], folder, f"ligand {ligand_id} in target {target}")
+    log = _run_tool([str(amber_tool("tleap")), "-f", "tleap.in"], folder, f"ligand {ligand_id} in target {target}",
+                    f"see {folder / 'tleap.in'} and the residues or atoms tleap names")
     (folder / "tleap.log").write_text(log)
     missing = [f"{part}.{solvent}.prmtop" for solvent in RADII for part in ("complex", "receptor", "ligand")
                if not (folder / f"{part}.{solvent}.prmtop").is_file()]
@@ -661,7 +684,9 @@ def prepare_complex(
     _write_atomically(folder / COMPLEX_JSON, json.dumps({
         **{key: value for key, value in asdict(prepared).items() if key != "folder"},
         "receptor_residues": len(kept), "atoms": len(prepared.ligand_atoms) + len(prepared.receptor_atoms),
-        "ligand_parameters": str(parameters), "seconds": time.perf_counter() - began,
+        "ligand_key": parameters.name,
+        "parameterization_seconds": json.loads((parameters / "ligand.json").read_text())["seconds"],
+        "seconds": time.perf_counter() - began,
     }, indent=1))
     return prepared
 
@@ -864,7 +889,7 @@ def simulate(
     friction: float = 1.0,
     restrain: bool = True,
     restraint_k: float = 2000.0,
-    minimize_iterations: int = 500,
+    minimize_iterations: int = 100,
 ) -> dict[str, Any]:
     """Langevin MD of the complex from ``positions``, streaming H5MD with the :class:`Observables` per frame.
 

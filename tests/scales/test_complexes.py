@@ -1,0 +1,209 @@
+"""Protein-ligand complexes from real docked poses: AmberTools parameters, tleap topologies, systems and MD."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("vina", reason="the docking and MD engines are the `campaign` extra: pip install -e '.[campaign]'")
+pytest.importorskip("openmm", reason="the docking and MD engines are the `campaign` extra: pip install -e '.[campaign]'")
+
+import openmm  # noqa: E402
+from rdkit import Chem  # noqa: E402
+from rdkit.Chem import AllChem  # noqa: E402
+
+from mummi_like.streams.tailer import read_frame  # noqa: E402
+from mummi_scales import complexes as cx  # noqa: E402
+from mummi_scales import drug_data as data  # noqa: E402
+from mummi_scales.docking import DockingConfig, dock_batch, dock_payload  # noqa: E402
+
+PROGESTERONE = dict(data.known_ligands())["known-progesterone"]
+BUTYLAMINE = "CCCCN"
+"""Protonated at pH 7.4 (an ammonium): the charged ligand, +1."""
+FAST = DockingConfig(box_size=20.0, exhaustiveness=4, max_evals=20_000, seed=1)
+POCKET = 5.0
+"""Truncation radius (angstrom) of the tests: small, so MD is quick."""
+
+
+def dock(folder: Path, ligands: list[list[str]]) -> dict[str, dict[str, float | str]]:
+    """Dock ``ligands`` into PGR with the fast setting, poses under ``folder/poses``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    cwd = Path.cwd()
+    os.chdir(folder)
+    try:
+        return dock_batch(**dock_payload(FAST, ligands, {}).kwargs)  # type: ignore[arg-type]
+    finally:
+        os.chdir(cwd)
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory) -> dict[str, cx.PreparedComplex]:
+    """Progesterone and butylamine docked into PGR and built as truncated complexes sharing one cache."""
+    root = tmp_path_factory.mktemp("complexes")
+    results = dock(root / "dock", [["known-progesterone", PROGESTERONE], ["butylamine", BUTYLAMINE]])
+    prepared = {}
+    for ligand, smiles in (("known-progesterone", PROGESTERONE), ("butylamine", BUTYLAMINE)):
+        prepared[ligand] = cx.prepare_complex(
+            ligand, smiles, root / "dock" / str(results[ligand]["poses"]), "PGR", root / ligand,
+            pocket_radius=POCKET, cache=root / "cache",
+        )
+    return prepared
+
+
+def _charges(system: openmm.System) -> np.ndarray:
+    force = next(f for f in system.getForces() if isinstance(f, openmm.NonbondedForce))
+    return np.array([force.getParticleParameters(i)[0]._value for i in range(force.getNumParticles())])
+
+
+@pytest.mark.slow
+def test_complex_is_receptor_then_ligand_and_parts_are_slices(built: dict[str, cx.PreparedComplex]) -> None:
+    complex = built["known-progesterone"]
+    n = len(complex.receptor_atoms) + len(complex.ligand_atoms)
+    assert complex.receptor_atoms == list(range(len(complex.receptor_atoms)))
+    assert complex.ligand_atoms == list(range(len(complex.receptor_atoms), n))
+    assert len(complex.ligand_atoms) == 53  # C21H30O2: every hydrogen is there
+    positions = cx.initial_positions(complex)
+    assert positions.shape == (n, 3)
+    for part, atoms in (("receptor", complex.receptor_atoms), ("ligand", complex.ligand_atoms)):
+        system, topology = cx.build_system(complex, part)
+        assert system.getNumParticles() == topology.getNumAtoms() == len(atoms)
+        part_positions = openmm.app.AmberInpcrdFile(str(complex.inpcrd(part))).getPositions(asNumpy=True)
+        np.testing.assert_allclose(part_positions.value_in_unit(openmm.unit.nanometer), positions[atoms], atol=1e-6)
+        np.testing.assert_allclose(_charges(system), _charges(cx.build_system(complex)[0])[atoms], atol=1e-6)
+    assert cx.load_complex(complex.folder) == complex
+    assert (complex.folder / cx.COMPLEX_PDB).is_file()
+
+
+@pytest.mark.slow
+def test_ligand_sits_in_its_docked_pose(built: dict[str, cx.PreparedComplex]) -> None:
+    complex = built["known-progesterone"]
+    pose = cx.read_pose(_pose_path(complex), complex.ligand_id)
+    placed = cx.initial_positions(complex)[complex.ligand_atoms] * 10.0
+    docked = pose.GetConformer().GetPositions()
+    # The same atoms at the same places, in any order (tleap keeps the mol2's, which is the pose's).
+    distances = np.linalg.norm(placed[:, None, :] - docked[None, :, :], axis=-1)
+    assert distances.min(axis=1).max() < 1e-3
+
+
+def _pose_path(complex: cx.PreparedComplex) -> Path:
+    return complex.folder.parent / "dock" / "poses" / f"{complex.ligand_id}.sdf"
+
+
+@pytest.mark.slow
+def test_charged_ligand_has_its_net_charge(built: dict[str, cx.PreparedComplex]) -> None:
+    amine, steroid = built["butylamine"], built["known-progesterone"]
+    assert amine.net_charge == 1 and steroid.net_charge == 0
+    ligand, _ = cx.build_system(amine, "ligand")
+    assert _charges(ligand).sum() == pytest.approx(1.0, abs=1e-3)
+    assert _charges(cx.build_system(steroid, "ligand")[0]).sum() == pytest.approx(0.0, abs=1e-3)
+
+
+@pytest.mark.slow
+def test_pocket_is_per_target_not_per_ligand(built: dict[str, cx.PreparedComplex]) -> None:
+    amine, steroid = built["butylamine"], built["known-progesterone"]
+    assert len(amine.pocket_ca) == len(steroid.pocket_ca) == 22  # PGR: C-alphas within 10 A of the box center
+    for complex in (amine, steroid):
+        atoms = list(cx.build_system(complex)[1].atoms())
+        assert all(atoms[index].name == "CA" for index in complex.pocket_ca)
+    # The same receptor atoms: identical positions, in the same order.
+    np.testing.assert_allclose(cx.initial_positions(amine)[amine.pocket_ca],
+                               cx.initial_positions(steroid)[steroid.pocket_ca], atol=1e-6)
+    assert len(amine.receptor_atoms) != len(steroid.receptor_atoms)  # truncation follows each ligand
+
+
+@pytest.mark.slow
+def test_truncation_restrains_backbone_and_whole_protein_does_not(
+    built: dict[str, cx.PreparedComplex], tmp_path: Path
+) -> None:
+    complex = built["butylamine"]
+    topology = cx.build_system(complex)[1]
+    atoms = list(topology.atoms())
+    assert complex.restrained_atoms and {atoms[i].name for i in complex.restrained_atoms} == set(cx.BACKBONE)
+    system = cx.build_system(complex)[0]
+    restraint = next(f for f in system.getForces() if isinstance(f, openmm.CustomExternalForce))
+    assert restraint.getNumParticles() == len(complex.restrained_atoms)
+    assert restraint.getForceGroup() == cx.RESTRAINT_GROUP
+    free = cx.build_system(complex, restrain=False)[0]
+    assert not any(isinstance(f, openmm.CustomExternalForce) for f in free.getForces())
+
+    whole = cx.prepare_complex("butylamine", BUTYLAMINE, _pose_path(complex), "PGR", tmp_path / "whole",
+                               pocket_radius=None, cache=complex.folder.parent / "cache")
+    assert whole.restrained_atoms == []
+    assert len(whole.receptor_atoms) > 4 * len(complex.receptor_atoms)
+    assert len(whole.pocket_ca) == 22
+    # The ligand was parameterized once and reused.
+    assert len(list((complex.folder.parent / "cache" / "ligands").iterdir())) == 2
+
+
+@pytest.mark.slow
+def test_solvent_cutoff_and_hydrogen_mass_options(built: dict[str, cx.PreparedComplex]) -> None:
+    complex = built["butylamine"]
+    fast = cx.build_system(complex, solvent="obc2", cutoff=2.0)[0]
+    obc = next(f for f in fast.getForces() if isinstance(f, openmm.GBSAOBCForce))
+    assert obc.getNonbondedMethod() == openmm.GBSAOBCForce.CutoffNonPeriodic
+    accurate = cx.build_system(complex, solvent="gbn2", cutoff=None)[0]
+    assert any(isinstance(f, openmm.CustomGBForce) for f in accurate.getForces())
+    nonbonded = next(f for f in accurate.getForces() if isinstance(f, openmm.NonbondedForce))
+    assert nonbonded.getNonbondedMethod() == openmm.NonbondedForce.NoCutoff
+    heavy = cx.build_system(complex, hydrogen_mass=1.5)[0]
+    topology = cx.build_system(complex)[1]
+    hydrogen = next(a.index for a in topology.atoms() if a.element.symbol == "H")
+    assert heavy.getParticleMass(hydrogen)._value == pytest.approx(1.5)
+    assert fast.getParticleMass(hydrogen)._value == pytest.approx(1.008, abs=1e-3)
+
+
+def test_ligand_amber_cannot_parameterize_fails_naming_ligand_tool_and_reason(tmp_path: Path) -> None:
+    boronic = Chem.AddHs(Chem.MolFromSmiles("OB(O)c1ccccc1"))
+    AllChem.EmbedMolecule(boronic, randomSeed=1)
+    pose = tmp_path / "phenylboronic.sdf"
+    Chem.MolToMolFile(boronic, str(pose))
+    with pytest.raises(cx.ComplexError, match=r"ligand phenylboronic .*antechamber failed.*no AM1 parameters"):
+        cx.prepare_complex("phenylboronic", "OB(O)c1ccccc1", pose, "PGR", tmp_path / "c", pocket_radius=POCKET,
+                           cache=tmp_path / "cache")
+    assert not (tmp_path / "c" / cx.COMPLEX_JSON).exists()
+    assert list((tmp_path / "cache" / "ligands").iterdir()) == []  # no half-made parameters in the cache
+
+
+def test_missing_pose_and_missing_complex_are_clear_errors(tmp_path: Path) -> None:
+    with pytest.raises(cx.ComplexError, match=r"ligand x: pose file .*nope.sdf does not exist; dock the ligand"):
+        cx.prepare_complex("x", "C", tmp_path / "nope.sdf", "PGR", tmp_path / "c", pocket_radius=None,
+                           cache=tmp_path / "cache")
+    with pytest.raises(cx.ComplexError, match="holds no prepared complex"):
+        cx.load_complex(tmp_path)
+
+
+@pytest.mark.slow
+def test_simulate_streams_frames_with_observables(built: dict[str, cx.PreparedComplex], tmp_path: Path) -> None:
+    complex = built["known-progesterone"]
+    stream = tmp_path / "trajectory.h5md"
+    stats = cx.simulate(complex, cx.initial_positions(complex), steps=200, report_interval=50, seed=7,
+                        stream=stream, timestep=0.004, hydrogen_mass=1.5, minimize_iterations=50)
+    assert stats["frames"] == 4 and len(stats["ligand_rmsd"]) == len(stats["contacts"]) == 4
+    assert stats["ns_per_day"] > 0 and np.isfinite(stats["potential_energy"])
+    n = len(complex.receptor_atoms) + len(complex.ligand_atoms)
+    last = read_frame(stream, 3)
+    assert last.positions.shape == (n, 3) and last.step == 200
+    contact_map = last.observables["ca_contact_map"]
+    assert contact_map.shape == (22, 22) and contact_map.dtype == np.float32
+    assert set(np.unique(contact_map)) <= {0.0, 1.0} and np.all(np.diag(contact_map) == 1.0)
+    rmsd = float(last.observables["ligand_rmsd"])
+    assert rmsd == pytest.approx(stats["ligand_rmsd"][-1]) and 0.0 < rmsd < 3.0  # 0.8 ps: still in its pose
+    assert int(last.observables["contacts"]) == stats["contacts"][-1] > 10
+    # The streamed observable agrees with one computed from the streamed positions.
+    observables = cx.Observables(complex, cx.initial_positions(complex))
+    assert observables.ligand_rmsd(last.positions.astype(np.float64)) == pytest.approx(rmsd, abs=1e-3)
+
+
+def test_superpose_undoes_a_rigid_motion() -> None:
+    reference = np.random.default_rng(0).normal(size=(30, 3))
+    rotation, center, target_center = cx.superpose(reference @ _rotation(0.7) + 1.5, reference)
+    moved = (reference @ _rotation(0.7) + 1.5 - center) @ rotation + target_center
+    np.testing.assert_allclose(moved, reference, atol=1e-9)
+
+
+def _rotation(angle: float) -> np.ndarray:
+    c, s = np.cos(angle), np.sin(angle)
+    return np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
