@@ -26,3 +26,6 @@ STAGE_OPENED = "stage-opened"
 number of ``tasks`` it made. Committed with those tasks, so resume knows the stage is open."""
 STAGE_FAILED = "stage-failed"
 """A scale's ``on_upstream_done`` raised; carries the ``scale`` and the ``error``. The campaign stops, resumable."""
+UTILIZATION = "utilization"
+"""The campaign's utilization as its coordinator stopped (``steady_state``, ``overall``, ``cores``, ``gpus``):
+computed once from the whole history, so that `status` can show it without reading that history."""

@@ -431,6 +431,46 @@ def overall_utilization(telemetry: Telemetry, resource: Resource = "cores") -> f
     return _utilization(telemetry, [(first, last)], resource)
 
 
+def store_capacity(store: Store) -> tuple[int, int]:
+    """``(cores, gpus)`` of the node(s), from the last ``coordinator-started`` event; ``(0, 0)`` before any."""
+    started = store.events(kind=events.COORDINATOR_STARTED)
+    if not started:
+        return 0, 0
+    data = started[-1][3]
+    return int(data.get("cores", 0)), int(data.get("gpus", 0))
+
+
+def store_recent_utilization(store: Store, seconds: float = 60.0, now: float | None = None,
+                             resource: Resource = "cores") -> float | None:
+    """Fraction of ``resource`` busy over the last ``seconds``, read in SQL from the tasks table.
+
+    What :func:`recent_utilization` computes from the whole history, at a cost
+    that does not grow with the campaign (``status`` of a campaign of 100,000
+    tasks must answer in under a second): only the attempts running now or
+    ended in the window are read (:meth:`Store.recent_attempts`). The window is
+    clipped to the first start.
+
+    Returns
+    -------
+    float or None
+        ``None`` before any start, with capacity 0, or for an empty window.
+    """
+    cores, gpus = store_capacity(store)
+    capacity = cores if resource == "cores" else gpus
+    first = store.first_start()
+    now = time.time() if now is None else now
+    if first is None or capacity <= 0:
+        return None
+    start = max(now - seconds, first)
+    if now <= start:
+        return None
+    busy = math.fsum(
+        (attempt_cores if resource == "cores" else attempt_gpus) * max(0.0, min(end or now, now) - max(begin, start))
+        for attempt_cores, attempt_gpus, begin, end in store.recent_attempts(start)
+    )
+    return busy / (capacity * (now - start))
+
+
 def recent_utilization(telemetry: Telemetry, seconds: float = 60.0, resource: Resource = "cores") -> float | None:
     """Fraction of ``resource`` busy over the last ``seconds`` before :attr:`Telemetry.now`.
 

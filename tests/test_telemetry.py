@@ -12,6 +12,7 @@ from mummi_like.campaign.loop import Campaign
 from mummi_like.store import Store
 from mummi_like.tasks import Failure, TaskResult, TaskSpec, TaskState
 from mummi_like.telemetry import (
+    store_recent_utilization,
     Interval,
     Telemetry,
     busy_seconds,
@@ -265,3 +266,29 @@ def test_telemetry_of_a_real_campaign(tmp_path: Path) -> None:
     assert overall is not None and 0.3 <= overall <= 1.0
     assert sum(n for _, n in throughput(data.completions, 0.1)["nap"]) == 8
     assert [state for _, _, state in data.completions] == ["done"] * 8
+    # What status shows, read without the history, agrees with the history over any recent window ...
+    with Store.open(directory, readonly=True) as store:
+        for seconds in (0.3, 1.0, 60.0):
+            quick = store_recent_utilization(store, seconds, now=data.now)
+            assert quick == pytest.approx(recent_utilization(data, seconds), abs=0.02)
+    # ... and the coordinator logged the steady state when it stopped, for status to show without the history.
+    with Store.open(directory, readonly=True) as store:
+        [(_, _, _, at_stop)] = store.events(kind="utilization")
+    assert at_stop == {"steady_state": pytest.approx(steady), "overall": pytest.approx(overall), "cores": 2, "gpus": 0}
+
+
+def test_recent_utilization_from_the_store_counts_running_attempts_until_now(tmp_path: Path) -> None:
+    with Store.open(tmp_path) as store:
+        store.add_tasks([task("done", "x", cores=2), task("live", "x"), task("old", "x")], time=0.0)
+        store.log_event("coordinator-started", 0.0, pid=1, backend="local", nodes=1, cores=4, gpus=0)
+        for task_id in ("done", "live", "old"):
+            store.transition(task_id, TaskState.QUEUED, 0.5, attempt=1, job_id=task_id)
+        store.transition("old", TaskState.DONE, 2.0, result=TaskResult(job_id="old", ok=True, started=1.0, ended=2.0))
+        store.transition("live", TaskState.RUNNING, 6.0)
+        store.transition("done", TaskState.DONE, 9.0, result=TaskResult(job_id="done", ok=True, started=4.0, ended=9.0))
+    with Store.open(tmp_path, readonly=True) as store:
+        # window 10 - 5 = [5, 10]: done holds 2 cores for 4 s, live 1 core for 4 s, old ended before it.
+        assert store_recent_utilization(store, 5.0, now=10.0) == pytest.approx((2 * 4 + 1 * 4) / (4 * 5))
+        # the window is clipped to the first start (1.0): [1, 10]
+        assert store_recent_utilization(store, 60.0, now=10.0) == pytest.approx((1 + 2 * 5 + 4) / (4 * 9))
+        assert store_recent_utilization(store, 5.0, now=10.0, resource="gpus") is None  # no GPUs

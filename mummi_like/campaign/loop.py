@@ -42,6 +42,7 @@ from mummi_like.scale import DoneTask, Scale, ScaleContext
 from mummi_like.spec import ResolvedCampaign, load_spec_text
 from mummi_like.store import Store
 from mummi_like.tasks import Failure, TaskResult, TaskSpec, TaskState
+from mummi_like.telemetry import overall_utilization, read_telemetry, steady_state_utilization
 
 LOCK_FILE = "coordinator.lock"
 CANCEL_FILE = "control/cancel.json"
@@ -350,11 +351,23 @@ class Campaign:
                 self.store.log_event(events.BUDGET_EXHAUSTED, time.time(), dropped_followups=self._dropped_followups)
             self.store.log_event(events.COORDINATOR_STOPPED, time.time(), reason=self._stop_reason)
             self.store.flush()
+            self._record_utilization()
         summary = Summary(self.directory, self.store.counts(), time.time() - started, self._stop_reason, self.failed)
         self.reporter.update(self.counts, force=True)
         self.reporter.finish(summary)
         self.store.close()
         return summary
+
+    def _record_utilization(self) -> None:
+        """Log the campaign's utilization so far, read once from the whole history, for `status` to show cheaply.
+
+        Everything else is committed before, so a coordinator killed while it
+        reads (a batch system's grace period ending) loses only this figure.
+        """
+        telemetry = read_telemetry(self.store)
+        self.store.log_event(events.UTILIZATION, time.time(), steady_state=steady_state_utilization(telemetry),
+                             overall=overall_utilization(telemetry), cores=telemetry.cores, gpus=telemetry.gpus)
+        self.store.flush()
 
     @contextmanager
     def _stop_on_signals(self) -> Iterator[None]:
