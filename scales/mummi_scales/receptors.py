@@ -150,6 +150,8 @@ def crystal_ligand(text: str, chain: str, resname: str, smiles: str, source: Pat
     if template is None:
         raise ValueError(f"the template SMILES {smiles!r} of {resname} does not parse; give the ligand's SMILES")
     molecule = Chem.MolFromPDBBlock(block, removeHs=True)
+    if molecule is None:
+        raise ValueError(f"RDKit cannot read {resname} in chain {chain!r} of {source}; check its HETATM records")
     mismatch = ValueError(
         f"the template SMILES {smiles!r} does not match the {molecule.GetNumAtoms()} heavy atoms of {resname} in "
         f"chain {chain!r} of {source}; give the SMILES of that ligand"
