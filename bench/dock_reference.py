@@ -170,6 +170,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 rows.extend(new)
                 write_table(args.out, rows)
                 progress.advance(bar, len(new))
+                if not console.is_terminal:  # a log file gets no live bar: a line per batch instead
+                    console.print(f"{len(rows)} rows, {time.perf_counter() - start:.0f} s")
                 following = next(pending, None)
                 if following is not None:
                     running.add(pool.submit(dock_rows, following, scratch))

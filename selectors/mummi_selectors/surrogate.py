@@ -429,7 +429,8 @@ class Round:
     """Library indices to dock next, best first; empty when :attr:`stop` is set."""
 
 
-def _r2(truth: np.ndarray, predicted: np.ndarray) -> float | None:
+def r_squared(truth: np.ndarray, predicted: np.ndarray) -> float | None:
+    """Coefficient of determination of ``predicted`` against ``truth``; None for fewer than 2 or constant truths."""
     if len(truth) < 2 or np.ptp(truth) == 0:
         return None
     return float(1 - np.sum((truth - predicted) ** 2) / np.sum((truth - np.mean(truth)) ** 2))
@@ -441,6 +442,11 @@ def _spearman(truth: np.ndarray, predicted: np.ndarray) -> float | None:
     if len(truth) < 2 or np.ptp(truth) == 0 or np.ptp(predicted) == 0:
         return None
     return float(spearmanr(truth, predicted).statistic)
+
+
+def capped(scores: np.ndarray, config: SurrogateConfig) -> np.ndarray:
+    """The scores the surrogate trains on and is measured against: capped at ``config.score_cap`` (NaN stays NaN)."""
+    return scores if config.score_cap is None else np.minimum(scores, config.score_cap)
 
 
 def stop_reason(docked: int, candidates: int, overlaps: Sequence[float], learning: ActiveLearningConfig) -> str | None:
@@ -512,7 +518,7 @@ def learn_round(
             f"round {round_index} has {int(train.sum())} docked molecule(s) to train on (of {int(docked.sum())} "
             "docked, the rest failed or are held out): dock more in round 0 (raise initial) or lower holdout"
         )
-    targets = scores if surrogate.score_cap is None else np.minimum(scores, surrogate.score_cap)
+    targets = capped(scores, surrogate)
     ensemble = Ensemble(surrogate, seed + 7919 * round_index).fit(rows[train], targets[train])
     mean, std = ensemble.predict(rows)
     estimate = np.where(labelled, targets, mean)
@@ -534,7 +540,7 @@ def learn_round(
         mean=mean,
         std=std,
         held_out=out,
-        r2=_r2(targets[out], mean[out]),
+        r2=r_squared(targets[out], mean[out]),
         spearman=_spearman(targets[out], mean[out]),
         top=top,
         overlap=overlap,

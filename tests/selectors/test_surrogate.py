@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -204,3 +207,19 @@ def test_the_training_task_writes_predictions_and_chooses_the_next_batch(
     with pytest.raises(FileNotFoundError, match=r"d9/scores.json is missing.*rerun the dock task"):
         train_and_acquire(str(library), str(tmp_path / "fp.npz"), [str(tmp_path / "d9")], 1, None, [],
                           SMALL.model_dump(), plan.model_dump(), seed=3)  # fmt: skip
+
+
+@pytest.mark.slow
+def test_the_effective_performance_bench_replays_campaigns_on_the_reference_table(tmp_path: Path) -> None:
+    """The bench at a tiny scale: 300 rows of the reference table, two acquisitions, a small ensemble."""
+    bench = Path(__file__).parents[2] / "bench" / "effective_performance.py"
+    out = tmp_path / "recall.png"
+    result = subprocess.run(
+        [sys.executable, str(bench), "--rows", "300", "--seeds", "0", "--acquisitions", "greedy", "random",
+         "--initial", "30", "--batch", "15", "--budget", "60", "--members", "2", "--epochs", "5", "--out", str(out)],
+        capture_output=True, text=True, timeout=110, env={**os.environ, "COLUMNS": "200"},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "300 rows of" in result.stdout and "budget 60 calls" in result.stdout
+    assert "│ greedy" in result.stdout and "│ random" in result.stdout
+    assert out.stat().st_size > 10_000
