@@ -125,7 +125,9 @@ def replay(
     while True:
         docked[chosen] = True
         labels[chosen] = truth[chosen]
-        found = learn_round(ids, rows, valid, labels, docked, surrogate, never, round_index, previous_top, overlaps, seed)
+        found = learn_round(
+            ids, rows, valid, labels, docked, surrogate, never, round_index, previous_top, overlaps, seed
+        )
         unseen = ~docked & valid & ~np.isnan(truth)
         trace.calls.append(int(docked.sum()))
         trace.recall.append(float(docked[top].mean()))
@@ -245,7 +247,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     traces: list[Trace] = []
     for seed in args.seeds:
         for strategy in args.acquisitions:
-            trace = replay(ids, rows, valid, truth, top, surrogate, plan.model_copy(update={"acquisition": strategy}), seed)
+            campaign = plan.model_copy(update={"acquisition": strategy})
+            trace = replay(ids, rows, valid, truth, top, surrogate, campaign, seed)
             traces.append(trace)
             console.print(
                 f"  seed {seed} {strategy:8s} recall {trace.recall[-1]:.2f} after {trace.calls[-1]} calls, "

@@ -142,7 +142,8 @@ class ActiveDockingScale(Scale):
             drawn = data.read_library(path)
         ligands = [*known, *drawn]
         bad = [ligand_id for ligand_id, _ in ligands if not SAFE_ID.fullmatch(ligand_id)]
-        repeated = [ligand_id for ligand_id, count in Counter(ligand_id for ligand_id, _ in ligands).items() if count > 1]
+        counts = Counter(ligand_id for ligand_id, _ in ligands)
+        repeated = [ligand_id for ligand_id, count in counts.items() if count > 1]
         if bad or repeated:
             raise ValueError(
                 f"library ids must be unique and hold only letters, digits, '.', '_' and '-' (they name pose files); "
@@ -186,7 +187,8 @@ class ActiveDockingScale(Scale):
         earlier = task.payload.kwargs
         overlap = value.get("topk_overlap")
         overlaps = [*earlier["overlaps"], *([] if overlap is None else [overlap])]  # type: ignore[misc]
-        return self.round_tasks(int(value["round"]) + 1, value["next"], earlier["dock_dirs"], overlaps)  # type: ignore[arg-type]
+        docks = earlier["dock_dirs"]
+        return self.round_tasks(int(value["round"]) + 1, value["next"], docks, overlaps)  # type: ignore[arg-type]
 
     def round_tasks(
         self, round_index: int, ligands: list[JsonValue], earlier_docks: list[JsonValue], overlaps: list[JsonValue]
@@ -361,7 +363,7 @@ def _parity(predictions: dict[str, np.ndarray], value: dict[str, JsonValue]) -> 
 def _learning_curve(trains: Sequence[TaskRecord]) -> ReportSection:
     calls = [int(record.value["docked"]) for record in trains]
     r2 = [np.nan if record.value.get("r2") is None else float(record.value["r2"]) for record in trains]
-    best = [np.nan if record.value.get("best_score") is None else float(record.value["best_score"]) for record in trains]
+    best = [np.nan if record.value.get("best_score") is None else record.value["best_score"] for record in trains]
     figure = _figure(7, 3.4)
     left, right = figure.subplots(1, 2)
     left.plot(calls, r2, marker="o", color="#2a9d8f")

@@ -93,7 +93,8 @@ def test_box_size_overrides_dockstring_edges_around_its_center_and_max_evals_rea
     assert search_box(DockingConfig(box_size=(18, 20, 22)))[2] == [18.0, 20.0, 22.0]
     config = DockingConfig(library_size=1, include_known_ligands=False, box_size=20, max_evals=20_000)
     (task,) = DockingScale(config, ScaleContext(name="s1", campaign_dir=tmp_path, spec_dir=tmp_path)).tasks()
-    assert task.payload.kwargs["size"] == [20.0] * 3 and task.payload.kwargs["max_evals"] == 20_000  # type: ignore[union-attr]
+    kwargs = task.payload.kwargs  # type: ignore[union-attr]
+    assert kwargs["size"] == [20.0] * 3 and kwargs["max_evals"] == 20_000
     with pytest.raises(ValidationError, match=r"box_size"):
         DockingConfig(box_size=0)
 

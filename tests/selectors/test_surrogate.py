@@ -32,6 +32,7 @@ from mummi_selectors.surrogate import (  # noqa: E402
     learn_round,
     library_fingerprints,
     load_predictions,
+    r_squared,
     round_rng,
     sparse_features,
     stop_reason,
@@ -54,12 +55,9 @@ def molecules() -> tuple[list[str], list[str], np.ndarray]:
     scores = []
     for text in smiles:
         atoms = Chem.MolFromSmiles(text).GetAtoms()
-        scores.append(-0.5 * sum(atom.GetIsAromatic() for atom in atoms) + sum(atom.GetSymbol() == "O" for atom in atoms))
+        aromatic, oxygens = sum(atom.GetIsAromatic() for atom in atoms), sum(atom.GetSymbol() == "O" for atom in atoms)
+        scores.append(-0.5 * aromatic + oxygens)
     return ids, smiles, np.array(scores)
-
-
-def _r2(truth: np.ndarray, predicted: np.ndarray) -> float:
-    return float(1 - np.sum((truth - predicted) ** 2) / np.sum((truth - truth.mean()) ** 2))
 
 
 def test_fingerprints_count_substructures_and_flag_bad_smiles() -> None:
@@ -85,7 +83,8 @@ def test_training_lowers_the_error_on_held_out_molecules(molecules: tuple[list[s
     train, test = slice(0, 45), slice(45, 60)
     untrained = Ensemble(SMALL.model_copy(update={"epochs": 1}), seed=0).fit(rows[train], scores[train])
     trained = Ensemble(SMALL, seed=0).fit(rows[train], scores[train])
-    before, after = _r2(scores[test], untrained.predict(rows[test])[0]), _r2(scores[test], trained.predict(rows[test])[0])
+    before = r_squared(scores[test], untrained.predict(rows[test])[0])
+    after = r_squared(scores[test], trained.predict(rows[test])[0])
     assert after > 0.25 and after > before + 0.4, (before, after)
 
 
@@ -147,7 +146,8 @@ def test_a_round_trains_on_labels_only_and_chooses_among_molecules_not_docked(
     plan = ActiveLearningConfig(initial=30, batch=8, budget=50, acquisition="greedy", top_k=10)
     found = learn_round(ids, rows, valid, scores, docked, SMALL, plan, 1, None, [], seed=2)
     assert len(found.chosen) == 8 and not docked[found.chosen].any()
-    assert found.chosen.tolist() == acquire("greedy", found.mean, found.std, np.flatnonzero(~docked), 8, 0, round_rng(2, 1)).tolist()
+    greedy = acquire("greedy", found.mean, found.std, np.flatnonzero(~docked), 8, 0, round_rng(2, 1))
+    assert found.chosen.tolist() == greedy.tolist()
     assert found.held_out.tolist() == (held_out(ids, SMALL.holdout, 2) & ~np.isnan(scores)).tolist()
     assert found.r2 is not None and found.overlap is None and found.stop is None
     top_ids = [ids[index] for index in found.top]
@@ -183,8 +183,9 @@ def test_the_training_task_writes_predictions_and_chooses_the_next_batch(
     ids, smiles, truth = molecules
     library = tmp_path / "library.csv"
     library.write_text("id,smiles\n" + "".join(f"{i},{s}\n" for i, s in zip(ids, smiles)))
-    first = {i: {"score": float(t), "poses": f"poses/{i}.sdf", "smiles": s} for i, s, t in zip(ids[:12], smiles, truth)}
-    second = {i: {"score": float(t), "poses": f"poses/{i}.sdf", "smiles": s} for i, s, t in zip(ids[12:20], smiles[12:], truth[12:])}
+    docked = {i: {"score": float(t), "poses": f"poses/{i}.sdf", "smiles": s} for i, s, t in zip(ids, smiles, truth)}
+    first = {i: docked[i] for i in ids[:12]}
+    second = {i: docked[i] for i in ids[12:20]}
     second[ids[20]] = {"error": "embedding: ETKDG found no 3D conformer", "smiles": smiles[20]}
     dirs = [_dock_folder(tmp_path / "d0", first), _dock_folder(tmp_path / "d1", second)]
     work = tmp_path / "train"
@@ -199,7 +200,8 @@ def test_the_training_task_writes_predictions_and_chooses_the_next_batch(
     assert value["best_score"] == pytest.approx(float(truth[:20].min())) and value["stop"] is None
     chosen = [ligand_id for ligand_id, _ in value["next"]]  # type: ignore[union-attr]
     assert len(chosen) == 5 and not set(chosen) & set(ids[:21])
-    assert all(dict(zip(ids, smiles))[ligand_id] == text for ligand_id, text in value["next"])  # type: ignore[union-attr]
+    library_smiles = dict(zip(ids, smiles))
+    assert all(library_smiles[ligand_id] == text for ligand_id, text in value["next"])  # type: ignore[union-attr]
     saved = load_predictions(work / PREDICTIONS)
     assert saved["ids"].tolist() == ids and int(saved["docked"].sum()) == 21 and len(saved["top"]) == 5
     assert np.isnan(saved["score"][20]) and saved["score"][0] == pytest.approx(truth[0])
