@@ -323,9 +323,11 @@ def run_leg(
 
     platform = openmm.Platform.getPlatformByName("CPU")
     properties = {"Threads": os.environ.get("OMP_NUM_THREADS", "1")}
+    # Velocities drawn at the temperature before each iteration (a valid Gibbs step): a start frame has none, and
+    # a short run must not spend its first iterations heating up from rest.
     move = mcmc.LangevinSplittingDynamicsMove(
         timestep=timestep * unit.picosecond, n_steps=steps_per_iteration,
-        collision_rate=collision_rate / unit.picosecond, reassign_velocities=False)
+        collision_rate=collision_rate / unit.picosecond, reassign_velocities=True)
     sampler = multistate.ReplicaExchangeSampler(mcmc_moves=move, number_of_iterations=iterations,
                                                 online_analysis_interval=None)
     for partial in (storage, storage.with_name(f"{storage.stem}_checkpoint.nc")):

@@ -69,7 +69,15 @@ from pydantic import Field, JsonValue, model_validator
 from mummi_like.scale import DoneTask, Scale
 from mummi_like.tasks import CallablePayload, TaskSpec
 from mummi_scales.chain_md import task_seed
-from mummi_scales.complexes import Part, PreparedComplex, Solvent, build_system, load_complex, simulate
+from mummi_scales.complexes import (
+    ComplexError,
+    Part,
+    PreparedComplex,
+    Solvent,
+    build_system,
+    load_complex,
+    simulate,
+)
 from mummi_scales.parameters import ParameterizedConfig, substitute
 
 if TYPE_CHECKING:
@@ -109,14 +117,13 @@ PARTS: tuple[Part, ...] = ("complex", "receptor", "ligand")
 SOLVATION_GROUP = 1
 """Force group given to the implicit-solvent forces, so energies split into gas phase and solvation."""
 GAS_GROUP = 0
-KJ_PER_KCAL = 4.184
 
 
 class MMGBSAConfig(ParameterizedConfig):
     """Config of the ``mmgbsa`` scale: replicas per ligand, their dynamics, and the statistics of the summary.
 
     Besides the fields below it takes ``resources`` (``cores`` become OpenMM's
-    threads through ``OMP_NUM_THREADS`` in ``env``), ``retry``, ``env`` and
+    threads: the backend sets ``OMP_NUM_THREADS``), ``retry``, ``env`` and
     ``priority`` of every parameterized scale; ``parameters`` must stay empty,
     because the tasks are the ligands' replicas.
     """
@@ -436,9 +443,9 @@ def summarize(
         The campaign directory, relative to the working directory.
     ligands
         One entry per ligand: ``ligand``, ``smiles``, ``docking_score``,
-        ``left_pocket``, ``complex`` (folder relative to the campaign
-        directory) and ``replicas`` (their working directories, relative to the
-        campaign directory).
+        ``left_pocket``, ``replicas`` (each ``workdir`` and ``complex``
+        folder, relative to the campaign directory) and, for a ligand whose
+        replicas could not start, ``error``.
     bootstrap_samples, confidence
         As :func:`bootstrap` takes them.
     seed
@@ -449,9 +456,9 @@ def summarize(
     dict
         ``ligands``: id -> ``dg_mean``, ``dg_sem``, ``ci_low``, ``ci_high``,
         ``n_replicas``, ``n_frames``, ``failed_replicas``, ``smiles``,
-        ``docking_score``, ``left_pocket``, ``complex``, ``frame`` (its frame
-        in :data:`ESTIMATES_STREAM`); ``failed``: id -> why it has no
-        estimate; ``confidence``; ``seconds``.
+        ``docking_score``, ``left_pocket``, ``complex`` (of the representative
+        conformation), ``frame`` (its frame in :data:`ESTIMATES_STREAM`);
+        ``failed``: id -> why it has no estimate; ``confidence``; ``seconds``.
     """
     from mummi_like.streams.h5md import H5MDWriter
     from mummi_like.streams.tailer import read_frame
@@ -465,34 +472,36 @@ def summarize(
     rows: list[dict[str, Any]] = []
     for entry in ligands:
         ligand = entry["ligand"]
-        usable: list[tuple[Path, np.ndarray]] = []
-        errors: list[str] = []
-        for folder in entry["replicas"]:
-            document = json.loads((base / folder / RESULTS).read_text())
+        usable: list[tuple[dict[str, str], np.ndarray]] = []
+        errors: list[str] = [entry["error"]] if entry.get("error") else []
+        for replica in entry["replicas"]:
+            document = json.loads((base / replica["workdir"] / RESULTS).read_text())
             dg = np.array([frame["dg"] for frame in document["frames"]], dtype=np.float64)
             if document["error"] or not len(dg):
-                errors.append(document["error"] or f"{folder}: no frame")
+                errors.append(document["error"] or f"{replica['workdir']}: no frame")
             else:
-                usable.append((base / folder, dg))
+                usable.append((replica, dg))
         row = {"ligand": ligand, "smiles": entry["smiles"], "docking_score": entry["docking_score"],
                "left_pocket": entry["left_pocket"], "n_replicas": len(usable),
-               "n_frames": sum(len(dg) for _, dg in usable), "failed_replicas": len(errors), "error": ""}
+               "n_frames": sum(len(dg) for _, dg in usable), "failed_replicas": len(entry["replicas"]) - len(usable),
+               "error": ""}
         if not usable:
             failed[ligand] = "; ".join(errors)
             rows.append({**row, "error": failed[ligand]})
             continue
         rng = np.random.default_rng(task_seed(seed, ligand))
         mean, sem, low, high = bootstrap([dg for _, dg in usable], bootstrap_samples, confidence, rng)
-        best_folder, best_dg = min(usable, key=lambda item: float(item[1].mean()))
-        last = read_frame(best_folder / TRAJECTORY, len(best_dg) - 1)
+        # The representative conformation: the last frame of the replica with the lowest mean.
+        best, best_dg = min(usable, key=lambda item: float(item[1].mean()))
+        last = read_frame(base / best["workdir"] / TRAJECTORY, len(best_dg) - 1)
         representatives.append(np.asarray(last.positions, dtype=np.float32))
         frame_index = len(listed)
-        listed.append({"ligand": ligand, "complex": entry["complex"], "frame": frame_index,
+        listed.append({"ligand": ligand, "complex": best["complex"], "frame": frame_index,
                        "atoms": int(len(last.positions)), "smiles": entry["smiles"],
-                       "representative": f"{best_folder.name}/{TRAJECTORY}:{len(best_dg) - 1}"})
+                       "representative": f"{best['workdir']}/{TRAJECTORY}:{len(best_dg) - 1}"})
         estimates[ligand] = {"dg_mean": mean, "dg_sem": sem, "ci_low": low, "ci_high": high, **{
             key: row[key] for key in ("n_replicas", "n_frames", "failed_replicas", "smiles", "docking_score",
-                                      "left_pocket")}, "complex": entry["complex"], "frame": frame_index}
+                                      "left_pocket")}, "complex": best["complex"], "frame": frame_index}
         rows.append({**row, "dg_mean": mean, "dg_sem": sem, "ci_low": low, "ci_high": high})
 
     with open(ESTIMATES_CSV, "w", newline="") as handle:
@@ -596,15 +605,17 @@ class MMGBSAScale(Scale):
         starts depend only on the upstream results, so a repeated call gives
         the same tasks.
 
+        A ligand whose replicas cannot start (no readable frame, a missing
+        complex) is passed to the summary with the reason, which lists it
+        among the ligands without an estimate; the other ligands go on.
+
         Raises
         ------
         ValueError
             When the upstream scales finished tasks but none is an S2 segment
-            (``depends_on`` names the wrong scale), a segment's result lacks what
-            is read, or a frame does not fit its complex.
+            (``depends_on`` names the wrong scale), or a segment's result lacks
+            what is read.
         """
-        from mummi_like.streams.tailer import read_frame
-
         done = [task for tasks in upstream.values() for task in tasks]
         segments = [task for task in done if task.spec.labels.get("stage") == MD_STAGE]
         if done and not segments:
@@ -616,44 +627,25 @@ class MMGBSAScale(Scale):
         for task in segments:
             by_ligand.setdefault(str(_segment_value(task)["ligand"]), []).append(task)
 
-        root = self.context.campaign_dir
         replicas: list[TaskSpec] = []
         entries: list[dict[str, JsonValue]] = []
         for ligand, ligand_segments in by_ligand.items():
             values = [_segment_value(task) for task in ligand_segments]
-            paths = [root / str(value["trajectory"]) for value in values]
-            starts = spread([frame_count(path) for path in paths], self.config.replicas)
-            folders: list[dict[str, JsonValue]] = []
-            for number, (segment, index) in enumerate(starts):
-                task_id = f"{self.context.name}.{ligand}.r{number:02d}"
-                complex_folder = str(values[segment]["complex"])
-                frame = read_frame(paths[segment], index)
-                prepared = load_complex(root / complex_folder)
-                n_atoms = len(prepared.receptor_atoms) + len(prepared.ligand_atoms)
-                if frame.positions is None or frame.positions.shape != (n_atoms, 3):
-                    raise ValueError(
-                        f"frame {index} of {paths[segment]} (S2 task {ligand_segments[segment].spec.id}) does not "
-                        f"hold the {n_atoms} atoms of complex {complex_folder}; the segment and its complex disagree"
-                    )
-                workdir = self.workdir(task_id)
-                write_start(root / workdir, frame.positions, {
-                    "trajectory": str(values[segment]["trajectory"]), "frame": index, "step": frame.step,
-                    "time": frame.time, "source_task": ligand_segments[segment].spec.id})
-                replicas.append(self._task(task_id, REPLICA_FUNCTION, {
-                    "ligand": ligand, "complex": f"{_up(workdir)}/{complex_folder}", "start": START,
-                    "replica": number, "steps": self.config.steps, "report_interval": self.config.report_interval,
-                    "temperature": self.config.temperature, "timestep": self.config.timestep,
-                    "hydrogen_mass": self.config.hydrogen_mass, "solvent": self.config.solvent,
-                    "seed": task_seed(self.config.seed, task_id),
-                }, {"stage": REPLICA_STAGE, "ligand": ligand, "replica": str(number)}))
-                folders.append(workdir)
-            first = values[0]
-            entries.append({
-                "ligand": ligand, "smiles": first.get("smiles", ""), "docking_score": first.get("docking_score"),
-                "left_pocket": any(bool(value.get("left_pocket")) for value in values),
-                "complex": str(values[starts[0][0]]["complex"]), "replicas": folders,
-            })
-        if not replicas:
+            entry: dict[str, JsonValue] = {
+                "ligand": ligand, "smiles": values[0].get("smiles", ""),
+                "docking_score": values[0].get("docking_score"),
+                "left_pocket": any(bool(value.get("left_pocket")) for value in values), "replicas": [],
+            }
+            try:
+                made = self._replicas(ligand, ligand_segments, values)
+            except (ValueError, OSError, ComplexError) as error:
+                # Recorded, not raised: the other ligands' estimates must not wait for this one's broken S2 output.
+                entry["error"] = f"no replica could start: {error}"
+            else:
+                replicas.extend(made)
+                entry["replicas"] = [{"workdir": task.workdir, "complex": task.labels["complex"]} for task in made]
+            entries.append(entry)
+        if not entries:
             return []
         summary_id = f"{self.context.name}.{SUMMARY}"
         summary = self._task(summary_id, SUMMARY_FUNCTION, {
@@ -661,6 +653,45 @@ class MMGBSAScale(Scale):
             "confidence": self.config.confidence, "seed": self.config.seed,
         }, {"stage": SUMMARY})
         return [*replicas, summary.model_copy(update={"depends_on": [task.id for task in replicas]})]
+
+    def _replicas(self, ligand: str, segments: list[DoneTask], values: list[dict[str, Any]]) -> list[TaskSpec]:
+        """The replica tasks of one ligand, each with its start file written, from its S2 ``segments``.
+
+        Raises
+        ------
+        ValueError, OSError, mummi_scales.complexes.ComplexError
+            When no segment has a readable frame, a frame does not fit its
+            complex, or a complex folder is missing.
+        """
+        from mummi_like.streams.tailer import read_frame
+
+        root = self.context.campaign_dir
+        paths = [root / str(value["trajectory"]) for value in values]
+        starts = spread([frame_count(path) for path in paths], self.config.replicas)
+        replicas = []
+        for number, (segment, index) in enumerate(starts):
+            task_id = f"{self.context.name}.{ligand}.r{number:02d}"
+            complex_folder = str(values[segment]["complex"])
+            frame = read_frame(paths[segment], index)
+            prepared = load_complex(root / complex_folder)
+            n_atoms = len(prepared.receptor_atoms) + len(prepared.ligand_atoms)
+            if frame.positions is None or frame.positions.shape != (n_atoms, 3):
+                raise ValueError(
+                    f"frame {index} of {paths[segment]} (S2 task {segments[segment].spec.id}) does not hold the "
+                    f"{n_atoms} atoms of complex {complex_folder}; the segment and its complex disagree"
+                )
+            workdir = self.workdir(task_id)
+            write_start(root / workdir, frame.positions, {
+                "trajectory": str(values[segment]["trajectory"]), "frame": index, "step": frame.step,
+                "time": frame.time, "source_task": segments[segment].spec.id})
+            replicas.append(self._task(task_id, REPLICA_FUNCTION, {
+                "ligand": ligand, "complex": f"{_up(workdir)}/{complex_folder}", "start": START,
+                "replica": number, "steps": self.config.steps, "report_interval": self.config.report_interval,
+                "temperature": self.config.temperature, "timestep": self.config.timestep,
+                "hydrogen_mass": self.config.hydrogen_mass, "solvent": self.config.solvent,
+                "seed": task_seed(self.config.seed, task_id),
+            }, {"stage": REPLICA_STAGE, "ligand": ligand, "replica": str(number), "complex": complex_folder}))
+        return replicas
 
     def _task(self, task_id: str, function: str, kwargs: dict[str, JsonValue], labels: dict[str, str]) -> TaskSpec:
         """A task of this scale in its conventional working directory, with the config's env, resources and retry."""

@@ -154,6 +154,15 @@ def test_config_refuses_settings_that_make_no_frames() -> None:
 # -- the scale --------------------------------------------------------------------------------------
 
 
+def lost() -> DoneTask:
+    """An S2 segment whose trajectory is gone."""
+    spec = TaskSpec(id="md.lost.s0", workdir="tasks/md/md.lost.s0", labels={"scale": "md", "stage": "md"},
+                    payload=CallablePayload(function="mummi_scales.complexes:simulate"))
+    value = {"ligand": "lost", "smiles": "CCO", "docking_score": -4.0, "complex": "complexes/lost",
+             "trajectory": "tasks/md/md.lost.s0/trajectory.h5md", "left_pocket": True}
+    return DoneTask(spec, value, Path("tasks/md/md.lost.s0"))
+
+
 def test_stage_makes_replicas_from_spread_s2_frames_and_a_summary_over_them(campaign: tuple) -> None:
     folder, _, segments = campaign
     tasks = scale(folder, replicas=3, steps=50, report_interval=25).on_upstream_done({"md": segments})
@@ -171,6 +180,16 @@ def test_stage_makes_replicas_from_spread_s2_frames_and_a_summary_over_them(camp
     assert len(seeds) == 3 and 0 not in seeds
     again = scale(folder, replicas=3, steps=50, report_interval=25).on_upstream_done({"md": segments})
     assert again == tasks  # a resumed campaign repeating the call gets the same tasks
+    entries = summary.payload.kwargs["ligands"]
+    assert [entry["ligand"] for entry in entries] == [LIGAND]
+    assert entries[0]["replicas"] == [{"workdir": task.workdir, "complex": f"complexes/{LIGAND}"} for task in replicas]
+
+    # A ligand whose S2 output is unreadable is handed to the summary with the reason; the others go on.
+    with_lost = scale(folder, replicas=3, steps=50, report_interval=25).on_upstream_done({"md": [*segments, lost()]})
+    assert with_lost[:-1] == replicas
+    lost_entry = with_lost[-1].payload.kwargs["ligands"][1]
+    assert lost_entry["ligand"] == "lost" and lost_entry["replicas"] == []
+    assert "no replica could start: no S2 segment has a complete frame" in lost_entry["error"]
 
     with pytest.raises(ValueError, match="found no S2 segment .* make it depend on the complex-md scale"):
         scale(folder).on_upstream_done({"dock": [DoneTask(segments[0].spec.model_copy(update={"labels": {}}),
@@ -181,8 +200,10 @@ def test_stage_makes_replicas_from_spread_s2_frames_and_a_summary_over_them(camp
 @pytest.mark.slow
 def test_replicas_and_summary_write_estimates_and_a_stream_for_the_fine_stage(campaign: tuple) -> None:
     folder, prepared, segments = campaign
-    tasks = scale(folder, replicas=2, steps=50, report_interval=25, bootstrap=200).on_upstream_done({"md": segments})
+    tasks = scale(folder, replicas=2, steps=50, report_interval=25, bootstrap=200).on_upstream_done(
+        {"md": [*segments, lost()]})
     values = []
+    assert len(tasks) == 3  # two replicas of progesterone, none of the lost ligand, the summary
     for task in tasks[:-1]:
         with contextlib.chdir(folder / task.workdir):
             began = time.perf_counter()
@@ -205,8 +226,8 @@ def test_replicas_and_summary_write_estimates_and_a_stream_for_the_fine_stage(ca
     assert failed["dg_mean"] is None and "ligand broken replica 0" in failed["error"]
 
     kwargs = dict(tasks[-1].payload.kwargs)
-    kwargs["ligands"] = [*kwargs["ligands"], {**kwargs["ligands"][0], "ligand": "broken",
-                                              "replicas": ["tasks/mmgbsa/mmgbsa.broken.r00"]}]
+    kwargs["ligands"] = [*kwargs["ligands"], {**kwargs["ligands"][0], "ligand": "broken", "replicas": [
+        {"workdir": "tasks/mmgbsa/mmgbsa.broken.r00", "complex": f"complexes/{LIGAND}"}]}]
     summary_dir = folder / tasks[-1].workdir
     summary_dir.mkdir(parents=True, exist_ok=True)
     with contextlib.chdir(summary_dir):
@@ -215,11 +236,13 @@ def test_replicas_and_summary_write_estimates_and_a_stream_for_the_fine_stage(ca
     assert estimate["ci_low"] <= estimate["dg_mean"] <= estimate["ci_high"] and estimate["dg_sem"] > 0
     assert estimate["dg_mean"] == pytest.approx(np.mean([value["dg_mean"] for value in values]))
     assert estimate["n_replicas"] == 2 and estimate["n_frames"] == 4 and estimate["frame"] == 0
-    assert set(result["failed"]) == {"broken"} and "start energy is nan" in result["failed"]["broken"]
+    assert set(result["failed"]) == {"lost", "broken"} and "start energy is nan" in result["failed"]["broken"]
 
     rows = list(csv.DictReader((summary_dir / ESTIMATES_CSV).open()))
-    assert [row["ligand"] for row in rows] == [LIGAND, "broken"]
-    assert float(rows[0]["dg_mean"]) == pytest.approx(estimate["dg_mean"]) and rows[1]["dg_mean"] == ""
+    assert [row["ligand"] for row in rows] == [LIGAND, "lost", "broken"]
+    assert float(rows[0]["dg_mean"]) == pytest.approx(estimate["dg_mean"]) and rows[2]["dg_mean"] == ""
+    assert rows[1]["left_pocket"] == "True" and "no S2 segment has a complete frame" in rows[1]["error"]
+    assert rows[2]["failed_replicas"] == "1" and rows[2]["n_replicas"] == "0"
     listed = json.loads((summary_dir / LIGANDS_JSON).read_text())
     assert [entry["ligand"] for entry in listed] == [LIGAND]
     assert listed[0]["complex"] == f"complexes/{LIGAND}" and listed[0]["atoms"] == len(positions)
