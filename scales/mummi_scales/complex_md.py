@@ -299,9 +299,10 @@ class ComplexMDScale(Scale):
         rmsd_axes.legend(fontsize="small")
         figure.tight_layout()
 
-        rows = []
+        rows, left = [], 0
         for ligand in ligands:
             mine = [record.value for record in segments if record.value["ligand"] == ligand]
+            left += any(value["left_pocket"] for value in mine)
             rows.append("<tr>" + "".join(f"<td>{html.escape(str(cell))}</td>" for cell in (
                 ligand, f"{mine[0]['docking_score']:.2f}", len(mine),
                 f"{max(value['ligand_rmsd_max'] for value in mine):.2f}",
@@ -311,7 +312,6 @@ class ComplexMDScale(Scale):
         header = "".join(f"<th>{name}</th>" for name in (
             "ligand", "docking score", "segments", "max RMSD (A)", "mean final RMSD (A)", "left pocket",
             "ns/day", "atoms"))
-        left = sum("yes</td>" in row for row in rows)
         text = (f"{len(segments)} segment(s) of {len(ligands)} ligand(s); {left} left the pocket (ligand RMSD above "
                 f"{threshold:g} A after superposing the pocket C-alphas).")
         return [ReportSection("Adaptive MD of the finalists (S2)", figure=figure, text=text,

@@ -381,10 +381,12 @@ class _Residue:
     first: bool
     last: bool
 
-    def xyz(self, heavy: bool = True) -> np.ndarray:
-        return np.array([xyz for _, element, xyz in self.atoms if not heavy or element != "H"])
+    def heavy_xyz(self) -> np.ndarray:
+        """Positions (angstrom) of the heavy atoms: what truncation measures distances with."""
+        return np.array([xyz for _, element, xyz in self.atoms if element != "H"])
 
     def atom(self, name: str) -> np.ndarray | None:
+        """Position (angstrom) of the atom called ``name``, or None."""
         return next((xyz for atom, _, xyz in self.atoms if atom == name), None)
 
 
@@ -452,7 +454,7 @@ def _kept_residues(residues: Sequence[_Residue], ligand_xyz: np.ndarray, pocket_
         return list(range(len(residues)))
     kept = set(required)
     for index, residue in enumerate(residues):
-        heavy = residue.xyz()
+        heavy = residue.heavy_xyz()
         distances = np.linalg.norm(heavy[:, None, :] - ligand_xyz[None, :, :], axis=-1)
         if float(distances.min()) <= pocket_radius:
             kept.add(index)

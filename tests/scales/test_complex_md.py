@@ -23,7 +23,7 @@ from mummi_like.streams.tailer import read_frame  # noqa: E402
 from mummi_like.tasks import CallablePayload, TaskResult, TaskSpec, TaskState  # noqa: E402
 from mummi_scales import drug_data as data  # noqa: E402
 from mummi_scales.complex_md import MD, PREP, SEGMENT, START, ComplexMDConfig, ComplexMDScale  # noqa: E402
-from mummi_scales.docking import DockingConfig, dock_batch, dock_payload  # noqa: E402
+from mummi_scales.docking import DockingConfig, dock_payload  # noqa: E402
 
 PROGESTERONE = dict(data.known_ligands())["known-progesterone"]
 LIGANDS = [["known-progesterone", PROGESTERONE], ["butylamine", "CCCCN"], ["phenol", "Oc1ccccc1"],
