@@ -39,7 +39,10 @@ so that, all in kcal/mol and more negative meaning tighter binding::
 
 The decoupled ligand keeps its intramolecular sterics and loses its
 electrostatics (openmmtools' defaults: decoupled sterics, annihilated
-electrostatics) in both legs, so its internal end state cancels.
+electrostatics) in both legs, so its internal end state cancels; its GB
+charges and its surface-area term go with its electrostatics (checked: at
+``lambda_electrostatics = 0`` the ligand's energy is that of the same system
+with zero charges and no surface term).
 
 Engine
 ------
@@ -121,7 +124,7 @@ class AlchemicalConfig(ParameterizedConfig):
     Besides the fields below it takes ``resources``, ``retry``, ``env`` and
     ``priority`` of every parameterized scale; ``parameters`` must stay empty,
     because the tasks are the promoted ligands. The defaults are production-like
-    (about 14 + 11 windows of 500 iterations); tests and demos set a few windows
+    (13 + 11 windows of 500 iterations); tests and demos set a few windows
     and iterations.
     """
 
