@@ -8,7 +8,9 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 RUN_DIR := runs/$(shell date +%Y%m%d-%H%M%S)
 
-.PHONY: venv run test bench clean-venv
+DEMO := pipelines/mummi_pipelines/drug_discovery/configs/demo.yaml
+
+.PHONY: venv run examples test bench clean-venv
 
 venv: $(STAMP)
 
@@ -19,7 +21,13 @@ $(STAMP): pyproject.toml
 	rm -f $(VENV)/.installed-*
 	touch $@
 
+# The reference drug-discovery campaign at demo size (about 15 minutes on 2 cores), then its report: the report
+# is written even when some task failed, and make still exits with the campaign's status.
 run: venv
+	OMP_NUM_THREADS=1 $(BIN)/mummi-like run $(DEMO) --dir $(RUN_DIR)/drug-discovery; status=$$?; \
+	$(BIN)/mummi-like report $(RUN_DIR)/drug-discovery; exit $$status
+
+examples: venv
 	$(BIN)/mummi-like run examples/sweep/campaign.yaml --dir $(RUN_DIR)/sweep
 	$(BIN)/mummi-like run examples/dag/campaign.yaml --dir $(RUN_DIR)/dag
 	$(BIN)/mummi-like run examples/multiscale/campaign.yaml --dir $(RUN_DIR)/multiscale
