@@ -92,7 +92,7 @@ from pydantic import Field, JsonValue, model_validator
 
 from mummi_like.scale import PromotedFrame, Scale
 from mummi_like.tasks import CallablePayload, TaskSpec
-from mummi_scales.complexes import PreparedComplex, build_system, load_complex
+from mummi_scales.complexes import PreparedComplex, build_system, load_complex, md_platform
 from mummi_scales.mmgbsa import ESTIMATE, LIGANDS_JSON, START, read_start, write_start
 from mummi_scales.parameters import ParameterizedConfig, substitute
 
@@ -324,8 +324,7 @@ def run_leg(
             setattr(state, name, value)
         windows.append(state)
 
-    platform = openmm.Platform.getPlatformByName("CPU")
-    properties = {"Threads": os.environ.get("OMP_NUM_THREADS", "1")}
+    platform, properties = md_platform()
     # Velocities drawn at the temperature before each iteration (a valid Gibbs step): a start frame has none, and
     # a short run must not spend its first iterations heating up from rest.
     move = mcmc.LangevinSplittingDynamicsMove(

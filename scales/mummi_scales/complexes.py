@@ -340,11 +340,32 @@ def _relaxed(topology: app.Topology, positions: Any) -> Any:
         if atom.element is not None and atom.element.symbol != "H":
             hold.addParticle(atom.index, list(start[atom.index]))
     system.addForce(hold)
-    context = openmm.Context(system, openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName("CPU"),
-                             {"Threads": os.environ.get("OMP_NUM_THREADS", "1")})
+    context = openmm.Context(system, openmm.VerletIntegrator(0.001), *md_platform())
     context.setPositions(positions)
     openmm.LocalEnergyMinimizer.minimize(context, 10.0, RELAX_ITERATIONS)
     return context.getState(getPositions=True).getPositions()
+
+
+def md_platform() -> tuple[openmm.Platform, dict[str, str]]:
+    """The OpenMM platform for the task's resources: CUDA on the GPU the backend gave it, else the CPU.
+
+    The backends bind a task with GPUs to them through ``CUDA_VISIBLE_DEVICES``
+    and give every task ``OMP_NUM_THREADS`` equal to its cores, so a spec moves
+    MD from CPU to GPU by asking for ``resources: {gpus: 1}`` alone. Without a
+    GPU the CPU platform runs on the task's cores (one by default), never on
+    every core of a shared node.
+    """
+    import openmm
+
+    if os.environ.get("CUDA_VISIBLE_DEVICES", "").strip() not in ("", "-1"):
+        try:
+            return openmm.Platform.getPlatformByName("CUDA"), {"Precision": "mixed", "DeviceIndex": "0"}
+        except Exception as error:  # OpenMMException: this OpenMM build has no CUDA platform
+            raise ComplexError(
+                f"the task was given a GPU (CUDA_VISIBLE_DEVICES={os.environ['CUDA_VISIBLE_DEVICES']}) but OpenMM "
+                f"has no CUDA platform ({error}); install OpenMM's CUDA build or ask for no GPUs"
+            ) from None
+    return openmm.Platform.getPlatformByName("CPU"), {"Threads": os.environ.get("OMP_NUM_THREADS", "1")}
 
 
 _PdbqtAtom = tuple[str, str, str, np.ndarray]
@@ -1001,9 +1022,7 @@ def simulate(
                                     hydrogen_mass=hydrogen_mass, restraint_k=restraint_k)
     integrator = openmm.LangevinMiddleIntegrator(temperature, friction, timestep)
     integrator.setRandomNumberSeed(seed)
-    platform = openmm.Platform.getPlatformByName("CPU")
-    simulation = app.Simulation(topology, system, integrator, platform,
-                                {"Threads": os.environ.get("OMP_NUM_THREADS", "1")})
+    simulation = app.Simulation(topology, system, integrator, *md_platform())
     simulation.context.setPositions(start)
     if minimize:
         simulation.minimizeEnergy(maxIterations=minimize_iterations)

@@ -76,6 +76,7 @@ from mummi_scales.complexes import (
     Solvent,
     build_system,
     load_complex,
+    md_platform,
     simulate,
 )
 from mummi_scales.parameters import ParameterizedConfig, substitute
@@ -211,8 +212,7 @@ class BindingEnergy:
         self._atoms = {"complex": None, "receptor": np.asarray(complex.receptor_atoms),
                        "ligand": np.asarray(complex.ligand_atoms)}
         self.n_atoms = len(complex.receptor_atoms) + len(complex.ligand_atoms)
-        platform = openmm.Platform.getPlatformByName("CPU")
-        properties = {"Threads": os.environ.get("OMP_NUM_THREADS", "1")}
+        platform, properties = md_platform()
         self._contexts: dict[str, openmm.Context] = {}
         for part in PARTS:
             system, _ = build_system(complex, part, solvent=solvent, cutoff=None, restrain=False)

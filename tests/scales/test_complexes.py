@@ -225,3 +225,19 @@ def test_superpose_undoes_a_rigid_motion() -> None:
 def _rotation(angle: float) -> np.ndarray:
     c, s = np.cos(angle), np.sin(angle)
     return np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
+
+
+def test_md_platform_follows_the_resources_the_backend_gave_the_task(monkeypatch: pytest.MonkeyPatch) -> None:
+    import openmm
+
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    platform, properties = cx.md_platform()
+    assert (platform.getName(), properties) == ("CPU", {"Threads": "3"})  # the task's cores, not the node's
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")
+    names = {openmm.Platform.getPlatform(i).getName() for i in range(openmm.Platform.getNumPlatforms())}
+    if "CUDA" in names:
+        assert cx.md_platform()[0].getName() == "CUDA"
+    else:  # this OpenMM has no CUDA platform: a GPU task must say so, not silently run on the CPU
+        with pytest.raises(cx.ComplexError, match="no CUDA platform.*ask for no GPUs"):
+            cx.md_platform()
