@@ -119,7 +119,7 @@ class DrugDiscoveryPolicy(DependencyPolicy):
         ranks = outcome["known_ranks"]
         if not ranks:
             return ReportSection("Enrichment of known ligands", text=text)
-        figure, axes = plt.subplots(figsize=(7, 0.4 * len(ranks) + 1.2))
+        figure, axes = plt.subplots(figsize=(7, 0.4 * len(ranks) + 1.6))
         names = list(ranks)
         axes.scatter([ranks[name][0] for name in names], names, label="after S1", marker="o")
         axes.scatter([ranks[name][1] for name in names], names, label="after S3", marker="x")
@@ -127,6 +127,7 @@ class DrugDiscoveryPolicy(DependencyPolicy):
                      label=f"top {percent}")
         axes.set_xscale("log")
         axes.set_xlabel("rank in the library (1 = best; log scale)")
-        axes.legend(loc="lower right", fontsize="small")
+        # Below the axes: inside, the legend would hide the markers of the worst-ranked ligands.
+        axes.legend(loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=3, fontsize="small")
         figure.tight_layout()
         return ReportSection("Enrichment of known ligands", figure=figure, text=text)
