@@ -46,7 +46,7 @@ from mummi_like.scale import Scale
 from mummi_like.tasks import CallablePayload, Resources, TaskResult, TaskSpec
 from mummi_scales import drug_data as data
 from mummi_scales.docking import DockingSettings, dock_batch, dock_payload
-from mummi_scales.parameters import substitute
+from mummi_scales.parameters import builtin_values, configured_env
 from mummi_selectors.surrogate import (
     PREDICTIONS,
     SCORES,
@@ -236,14 +236,7 @@ class ActiveDockingScale(Scale):
 
     def _env(self, task_id: str) -> dict[str, str]:
         """The config's ``env`` with the built-in placeholders of ``task_id`` filled in."""
-        campaign_dir = self.context.campaign_dir.absolute()
-        values = {
-            "task_id": task_id,
-            "scale": self.context.name,
-            "workdir": str(campaign_dir / self.workdir(task_id)),
-            "campaign_dir": str(campaign_dir),
-        }
-        return {key: substitute(value, values) for key, value in self.config.env.items()}
+        return configured_env(self.config, builtin_values(self, task_id))
 
     def _spec(
         self,

@@ -91,10 +91,10 @@ import numpy as np
 from pydantic import Field, JsonValue, model_validator
 
 from mummi_like.scale import PromotedFrame, Scale
-from mummi_like.tasks import CallablePayload, TaskSpec
+from mummi_like.tasks import TaskSpec
 from mummi_scales.complexes import PreparedComplex, build_system, load_complex, md_platform
 from mummi_scales.mmgbsa import ESTIMATE, LIGANDS_JSON, START, read_start, write_start
-from mummi_scales.parameters import ParameterizedConfig, substitute
+from mummi_scales.parameters import ParameterizedConfig, callable_task, campaign_root
 
 if TYPE_CHECKING:
     import openmm
@@ -162,11 +162,7 @@ class AlchemicalConfig(ParameterizedConfig):
 
     @model_validator(mode="after")
     def _ligands_only(self) -> Self:
-        problems = []
-        if self.parameters:
-            problems.append("the alchemical scale makes one task per promoted ligand and takes no parameters")
-        if self.resources.ranks > 1:
-            problems.append(f"resources.ranks is {self.resources.ranks}, but OpenMM runs in one process; use ranks: 1")
+        problems = self.own_tasks_problems("the alchemical scale makes one task per promoted ligand", "OpenMM")
         if self.timestep > 0.0025 and self.hydrogen_mass is None:
             problems.append(f"timestep {self.timestep} ps needs hydrogen_mass (about 1.5) to be stable")
         if problems:
@@ -523,23 +519,12 @@ class AlchemicalScale(Scale):
         workdir = self.workdir(task_id)
         write_start(root / workdir, positions, {"frame_id": frame.frame_id, "source_task": frame.source_task,
                                                 "coupling": frame.coupling, "score": frame.score})
-        campaign_dir = root.absolute()
-        values = {"task_id": task_id, "scale": self.context.name, "workdir": str(campaign_dir / workdir),
-                  "campaign_dir": str(campaign_dir)}
         ligand = str(entry["ligand"])
-        up = "/".join([".."] * len(Path(workdir).parts))
-        return TaskSpec(
-            id=task_id,
-            payload=CallablePayload(
-                function=RUN_FUNCTION,
-                kwargs={"ligand": ligand, "complex": f"{up}/{entry['complex']}", "start": START, "coarse": coarse,
-                        **self.config.run_kwargs()},
-                env={key: substitute(value, values) for key, value in self.config.env.items()},
-            ),
-            resources=self.config.resources, retry=self.config.retry,
-            labels={"scale": self.context.name, "stage": self.context.name, "ligand": ligand,
-                    "source_task": frame.source_task},
-            workdir=workdir, priority=self.config.priority,
+        return callable_task(
+            self, self.config, task_id, RUN_FUNCTION,
+            {"ligand": ligand, "complex": f"{campaign_root(workdir)}/{entry['complex']}", "start": START,
+             "coarse": coarse, **self.config.run_kwargs()},
+            {"stage": self.context.name, "ligand": ligand, "source_task": frame.source_task},
         )
 
     @classmethod

@@ -44,11 +44,11 @@ import numpy as np
 from pydantic import Field, JsonValue, model_validator
 
 from mummi_like.scale import DoneTask, PromotedFrame, Scale
-from mummi_like.tasks import CallablePayload, TaskSpec
+from mummi_like.tasks import TaskSpec
 from mummi_scales import drug_data
 from mummi_scales.chain_md import task_seed
 from mummi_scales.complexes import COMPLEX_JSON, Solvent, initial_positions, load_complex, prepare_complex, simulate
-from mummi_scales.parameters import ParameterizedConfig, substitute
+from mummi_scales.parameters import ParameterizedConfig, callable_task, campaign_root
 
 if TYPE_CHECKING:
     from mummi_like.report import ReportSection
@@ -117,11 +117,7 @@ class ComplexMDConfig(ParameterizedConfig):
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:
-        problems = []
-        if self.parameters:
-            problems.append("complex-md takes no parameters: its tasks are the finalists and their restarts")
-        if self.resources.ranks > 1:
-            problems.append(f"resources.ranks is {self.resources.ranks}, but OpenMM runs in one process; use ranks: 1")
+        problems = self.own_tasks_problems("complex-md makes one task per finalist and restart", "OpenMM")
         if self.report_interval > self.steps:
             problems.append(f"report_interval ({self.report_interval}) exceeds steps ({self.steps}): no frame")
         if self.timestep > 0.0025 and self.hydrogen_mass is None:
@@ -139,11 +135,6 @@ class ComplexMDConfig(ParameterizedConfig):
         names = ("steps", "report_interval", "temperature", "timestep", "friction", "solvent", "cutoff",
                  "hydrogen_mass", "restraint_k", "minimize_iterations", "leave_pocket_rmsd")
         return {name: getattr(self, name) for name in names}
-
-
-def _up(workdir: str) -> str:
-    """The campaign directory as seen from a task's working directory (``../../..``): tasks move with it."""
-    return "/".join([".."] * len(Path(workdir).parts))
 
 
 class ComplexMDScale(Scale):
@@ -192,8 +183,8 @@ class ComplexMDScale(Scale):
                 raise ValueError(f"ligand id {ligand!r} may hold only letters, digits, '.', '_', '-'")
             prep_id = f"{self.context.name}.{ligand}.{PREP}"
             complex_folder = self.workdir(prep_id)
-            tasks.append(self._task(prep_id, PREPARE_FUNCTION, {
-                "root": _up(complex_folder), "ligand": ligand, "smiles": smiles, "docking_score": score,
+            tasks.append(callable_task(self, self.config, prep_id, PREPARE_FUNCTION, {
+                "root": campaign_root(complex_folder), "ligand": ligand, "smiles": smiles, "docking_score": score,
                 "pose": pose, "target": self.config.target, "pocket_radius": self.config.pocket_radius,
                 "feature_radius": self.config.feature_radius, "cache": CACHE, "complex": complex_folder,
             }, {"stage": PREP, "ligand": ligand}))
@@ -248,24 +239,10 @@ class ComplexMDScale(Scale):
         partial = folder / f".{SEGMENT}.partial"
         partial.write_text(json.dumps(segment))
         os.replace(partial, folder / SEGMENT)
-        return self._task(task_id, SEGMENT_FUNCTION, {
-            "root": _up(workdir), "workdir": workdir, **segment, "start": None if frame_id is None else START,
+        return callable_task(self, self.config, task_id, SEGMENT_FUNCTION, {
+            "root": campaign_root(workdir), "workdir": workdir, **segment, "start": None if frame_id is None else START,
             "start_frame": frame_id, "seed": task_seed(self.config.seed, task_id), **self.config.physics(),
         }, {"stage": MD, "ligand": segment["ligand"], **labels})
-
-    def _task(self, task_id: str, function: str, kwargs: dict[str, JsonValue], labels: dict[str, str]) -> TaskSpec:
-        """A task of this scale in its conventional working directory, with the config's env, resources and retry."""
-        workdir = self.workdir(task_id)
-        campaign_dir = self.context.campaign_dir.absolute()
-        values = {"task_id": task_id, "scale": self.context.name, "workdir": str(campaign_dir / workdir),
-                  "campaign_dir": str(campaign_dir)}
-        return TaskSpec(
-            id=task_id,
-            payload=CallablePayload(function=function, kwargs=kwargs,
-                                    env={key: substitute(value, values) for key, value in self.config.env.items()}),
-            resources=self.config.resources, retry=self.config.retry,
-            labels={"scale": self.context.name, **labels}, workdir=workdir, priority=self.config.priority,
-        )
 
     @classmethod
     def report_sections(cls, store: Store, scale_name: str | None) -> list[ReportSection]:

@@ -96,17 +96,8 @@ class DockingSettings(ParameterizedConfig):
 
     @model_validator(mode="after")
     def _batches_only(self) -> Self:
-        problems = []
-        if self.parameters:
-            problems.append(
-                "the docking scale makes one task per batch of ligands and takes no parameters; set library_size "
-                "and ligands_per_task instead, or add one docking scale per setting"
-            )
-        if self.resources.ranks > 1:
-            problems.append(
-                f"resources.ranks is {self.resources.ranks}, but Vina runs in one process; use ranks: 1 and give it "
-                "threads with cores"
-            )
+        problems = self.own_tasks_problems(
+            "the docking scale makes one task per batch of ligands (set library_size and ligands_per_task)", "Vina")
         try:
             data.receptor(self.target)
         except (ValueError, ModuleNotFoundError) as error:

@@ -67,7 +67,7 @@ import numpy as np
 from pydantic import Field, JsonValue, model_validator
 
 from mummi_like.scale import DoneTask, Scale
-from mummi_like.tasks import CallablePayload, TaskSpec
+from mummi_like.tasks import TaskSpec
 from mummi_scales.chain_md import task_seed
 from mummi_scales.complexes import (
     ComplexError,
@@ -79,7 +79,7 @@ from mummi_scales.complexes import (
     md_platform,
     simulate,
 )
-from mummi_scales.parameters import ParameterizedConfig, substitute
+from mummi_scales.parameters import ParameterizedConfig, callable_task, campaign_root
 
 if TYPE_CHECKING:
     import openmm
@@ -154,11 +154,7 @@ class MMGBSAConfig(ParameterizedConfig):
 
     @model_validator(mode="after")
     def _replicas_only(self) -> Self:
-        problems = []
-        if self.parameters:
-            problems.append("the mmgbsa scale makes one task per ligand replica and takes no parameters")
-        if self.resources.ranks > 1:
-            problems.append(f"resources.ranks is {self.resources.ranks}, but OpenMM runs in one process; use ranks: 1")
+        problems = self.own_tasks_problems("the mmgbsa scale makes one task per ligand replica", "OpenMM")
         if self.report_interval > self.steps:
             problems.append(
                 f"report_interval ({self.report_interval}) is larger than steps ({self.steps}), so a replica would "
@@ -648,11 +644,11 @@ class MMGBSAScale(Scale):
         if not entries:
             return []
         summary_id = f"{self.context.name}.{SUMMARY}"
-        summary = self._task(summary_id, SUMMARY_FUNCTION, {
-            "root": _up(self.workdir(summary_id)), "ligands": entries, "bootstrap_samples": self.config.bootstrap,
+        summary = callable_task(self, self.config, summary_id, SUMMARY_FUNCTION, {
+            "root": campaign_root(self.workdir(summary_id)), "ligands": entries, "bootstrap_samples": self.config.bootstrap,
             "confidence": self.config.confidence, "seed": self.config.seed,
-        }, {"stage": SUMMARY})
-        return [*replicas, summary.model_copy(update={"depends_on": [task.id for task in replicas]})]
+        }, {"stage": SUMMARY}, depends_on=[task.id for task in replicas])
+        return [*replicas, summary]
 
     def _replicas(self, ligand: str, segments: list[DoneTask], values: list[dict[str, Any]]) -> list[TaskSpec]:
         """The replica tasks of one ligand, each with its start file written, from its S2 ``segments``.
@@ -684,28 +680,14 @@ class MMGBSAScale(Scale):
             write_start(root / workdir, frame.positions, {
                 "trajectory": str(values[segment]["trajectory"]), "frame": index, "step": frame.step,
                 "time": frame.time, "source_task": segments[segment].spec.id})
-            replicas.append(self._task(task_id, REPLICA_FUNCTION, {
-                "ligand": ligand, "complex": f"{_up(workdir)}/{complex_folder}", "start": START,
+            replicas.append(callable_task(self, self.config, task_id, REPLICA_FUNCTION, {
+                "ligand": ligand, "complex": f"{campaign_root(workdir)}/{complex_folder}", "start": START,
                 "replica": number, "steps": self.config.steps, "report_interval": self.config.report_interval,
                 "temperature": self.config.temperature, "timestep": self.config.timestep,
                 "hydrogen_mass": self.config.hydrogen_mass, "solvent": self.config.solvent,
                 "seed": task_seed(self.config.seed, task_id),
             }, {"stage": REPLICA_STAGE, "ligand": ligand, "replica": str(number), "complex": complex_folder}))
         return replicas
-
-    def _task(self, task_id: str, function: str, kwargs: dict[str, JsonValue], labels: dict[str, str]) -> TaskSpec:
-        """A task of this scale in its conventional working directory, with the config's env, resources and retry."""
-        workdir = self.workdir(task_id)
-        campaign_dir = self.context.campaign_dir.absolute()
-        values = {"task_id": task_id, "scale": self.context.name, "workdir": str(campaign_dir / workdir),
-                  "campaign_dir": str(campaign_dir)}
-        return TaskSpec(
-            id=task_id,
-            payload=CallablePayload(function=function, kwargs=kwargs,
-                                    env={key: substitute(value, values) for key, value in self.config.env.items()}),
-            resources=self.config.resources, retry=self.config.retry,
-            labels={"scale": self.context.name, **labels}, workdir=workdir, priority=self.config.priority,
-        )
 
     @classmethod
     def report_sections(cls, store: Store, scale_name: str | None) -> list[ReportSection]:
@@ -752,6 +734,3 @@ class MMGBSAScale(Scale):
         return sections
 
 
-def _up(workdir: str) -> str:
-    """The campaign directory as seen from ``workdir`` (relative), so a campaign folder can move."""
-    return "/".join([".."] * len(Path(workdir).parts))

@@ -24,10 +24,11 @@ from __future__ import annotations
 import abc
 import itertools
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
 from typing import Annotated, Literal, Self
 
-from pydantic import AfterValidator, Field, model_validator
+from pydantic import AfterValidator, Field, JsonValue, model_validator
 
 from mummi_like.scale import Scale
 from mummi_like.tasks import CallablePayload, ExecutablePayload, Resources, RetryPolicy, StrictModel, TaskSpec
@@ -255,6 +256,17 @@ class ParameterizedConfig(StrictModel):
         """Every templated string, by where it is in the config (for error messages)."""
         return {f"env.{key}": value for key, value in self.env.items()}
 
+    def own_tasks_problems(self, tasks: str, engine: str) -> list[str]:
+        """What a config of a scale that makes its own tasks (no parameter space) and runs ``engine`` in one
+        process cannot hold: ``parameters``, or more than one rank. ``tasks`` says what its tasks are instead."""
+        problems = []
+        if self.parameters:
+            problems.append(f"{tasks} and takes no parameters")
+        if self.resources.ranks > 1:
+            problems.append(f"resources.ranks is {self.resources.ranks}, but {engine} runs in one process; use ranks: 1 "
+                            "and give it threads with cores")
+        return problems
+
     @model_validator(mode="after")
     def _parameters_and_placeholders(self) -> Self:
         problems = []
@@ -290,6 +302,44 @@ class ParameterizedConfig(StrictModel):
         return self
 
 
+def campaign_root(workdir: str) -> str:
+    """The campaign directory as seen from a task's ``workdir`` (``../../..``): paths a task gets stay relative,
+    so a campaign folder can be moved or resumed elsewhere."""
+    return "/".join([".."] * len(Path(workdir).parts))
+
+
+def builtin_values(scale: Scale, task_id: str) -> dict[str, str]:
+    """The placeholders every task of ``scale`` may use besides its parameters (see :data:`BUILTINS`)."""
+    campaign_dir = scale.context.campaign_dir.absolute()
+    return {"task_id": task_id, "scale": scale.context.name, "workdir": str(campaign_dir / scale.workdir(task_id)),
+            "campaign_dir": str(campaign_dir)}
+
+
+def configured_env(config: ParameterizedConfig, values: Mapping[str, str]) -> dict[str, str]:
+    """The config's ``env`` with its placeholders filled from ``values``."""
+    return {key: substitute(value, values) for key, value in config.env.items()}
+
+
+def callable_task(scale: Scale, config: ParameterizedConfig, task_id: str, function: str,
+                  kwargs: Mapping[str, JsonValue], labels: Mapping[str, str], *, resources: Resources | None = None,
+                  depends_on: Sequence[str] = ()) -> TaskSpec:
+    """A Python-callable task of ``scale`` in its conventional working directory, carrying what every scale
+    config sets for its tasks: the ``env`` (placeholders filled), resources, retry policy and priority.
+
+    The scales that make their tasks at run time (at a stage barrier, from a
+    promoted frame, round after round) build them here, so that each honours
+    its config the same way the parameter-space scales do.
+    """
+    return TaskSpec(
+        id=task_id,
+        payload=CallablePayload(function=function, kwargs=dict(kwargs),
+                                env=configured_env(config, builtin_values(scale, task_id))),
+        resources=resources or config.resources, retry=config.retry,
+        labels={"scale": scale.context.name, **labels}, workdir=scale.workdir(task_id),
+        depends_on=list(depends_on), priority=config.priority,
+    )
+
+
 class ParameterizedScale(Scale):
     """A scale that makes one task per parameter point; subclasses say what each task runs.
 
@@ -323,7 +373,6 @@ class ParameterizedScale(Scale):
     def tasks(self) -> list[TaskSpec]:
         """One task per point of the config's parameter space, in point order."""
         name = self.context.name
-        campaign_dir = self.context.campaign_dir.absolute()
         points = self.config.space.points()
         width = len(str(len(points) - 1))
         specs = []
@@ -331,14 +380,8 @@ class ParameterizedScale(Scale):
             task_id = f"{name}.{index:0{width}d}"
             workdir = self.workdir(task_id)
             labels = point_labels(point)
-            values = {
-                **{key: str(value) for key, value in point.items()},
-                "task_id": task_id,
-                "scale": name,
-                "workdir": str(campaign_dir / workdir),
-                "campaign_dir": str(campaign_dir),
-            }
-            env = {key: substitute(value, values) for key, value in self.config.env.items()}
+            values = {**{key: str(value) for key, value in point.items()}, **builtin_values(self, task_id)}
+            env = configured_env(self.config, values)
             specs.append(
                 TaskSpec(
                     id=task_id,

@@ -43,6 +43,7 @@ from pydantic import Field, JsonValue
 from mummi_like.scale import DoneTask, Scale
 from mummi_like.tasks import CallablePayload, Resources, StrictModel, TaskSpec
 from mummi_scales.drug_data import enrichment_factor
+from mummi_scales.parameters import campaign_root
 
 RANK_FUNCTION = "mummi_pipelines.drug_discovery.ranking:rank"
 """What the scale's task calls."""
@@ -124,7 +125,7 @@ class RankingScale(Scale):
         task_id = f"{self.context.name}.final"
         workdir = self.workdir(task_id)
         kwargs: dict[str, JsonValue] = {
-            "root": "/".join([".."] * len(Path(workdir).parts)),
+            "root": campaign_root(workdir),
             "docked": docked,
             "predictions": predictions,
             "segments": [task.value for task in done if _is_segment(task.value)],
