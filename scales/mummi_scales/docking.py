@@ -224,6 +224,8 @@ def prepare_ligand(smiles: str, seed: int) -> Chem.Mol:
     from rdkit import Chem
     from rdkit.Chem import AllChem
 
+    if not smiles.strip():  # RDKit reads "" as an empty molecule, which would fail later with a puzzling message
+        raise LigandError("parse: empty SMILES (an unreadable or empty record of the library file); fix or remove it")
     with _rdkit_messages() as messages:
         parsed = Chem.MolFromSmiles(smiles, sanitize=False)
     if parsed is None:

@@ -17,7 +17,15 @@ from mummi_like import plugins  # noqa: E402
 from mummi_like.scale import ScaleContext  # noqa: E402
 from mummi_like.tasks import CallablePayload  # noqa: E402
 from mummi_scales import drug_data as data  # noqa: E402
-from mummi_scales.docking import DockingConfig, DockingScale, dock_batch, dock_payload, search_box  # noqa: E402
+from mummi_scales.docking import (  # noqa: E402
+    DockingConfig,
+    DockingScale,
+    LigandError,
+    dock_batch,
+    dock_payload,
+    prepare_ligand,
+    search_box,
+)
 
 PROGESTERONE = dict(data.known_ligands())["known-progesterone"]
 INVALID = "C1CC(N"
@@ -130,6 +138,12 @@ def test_an_invalid_smiles_is_reported_with_its_reason_and_spares_the_batch(
         "error": f"parse: {INVALID!r}: extra open parentheses while parsing: {INVALID}",
         "smiles": INVALID,
     }
+
+
+@pytest.mark.parametrize("smiles", ["", "   "])
+def test_an_empty_smiles_says_so_rather_than_failing_later(smiles: str) -> None:
+    with pytest.raises(LigandError, match=r"^parse: empty SMILES .*fix or remove it"):
+        prepare_ligand(smiles, seed=0)
 
 
 @pytest.mark.slow
