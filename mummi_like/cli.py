@@ -13,26 +13,24 @@ import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import yaml
 from rich.console import Console
 from rich.table import Table
 
-from mummi_like import events, plugins, submit
-from mummi_like.backends.base import BackendUnavailable
-from mummi_like.campaign.loop import (
-    SPEC_META,
-    Campaign,
-    CampaignError,
-    Summary,
-    coordinator_running,
-    request_cancel,
-)
+from mummi_like import events
+from mummi_like.campaign.control import SPEC_META, CampaignError, coordinator_running, request_cancel
 from mummi_like.campaign.reporting import JsonReporter, Reporter, RichReporter, SummaryReporter, tail_lines
-from mummi_like.spec import SpecError, load_spec
 from mummi_like.store import Store, StoreError
 from mummi_like.tasks import TaskState
 from mummi_like.telemetry import store_capacity, store_recent_utilization
+
+if TYPE_CHECKING:
+    from mummi_like.campaign.loop import Summary
+
+# The commands that run or build a campaign import the loop, the spec, plugins and submission where they need
+# them: `status` and `cancel` through a live coordinator must not pay for numpy, h5py and every backend.
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_STOPPED = 0, 1, 2, 3
 STDERR_LINES = 5
@@ -55,6 +53,9 @@ def _exit_code(summary: Summary) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     """Validate a spec, create its campaign directory and run the campaign."""
+    from mummi_like.campaign.loop import Campaign
+    from mummi_like.spec import load_spec
+
     resolved = load_spec(args.spec, directory=args.dir)
     campaign = Campaign.create(resolved, Path(args.spec).read_text(encoding="utf-8"), _reporter(args))
     return _exit_code(campaign.run())
@@ -62,6 +63,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_resume(args: argparse.Namespace) -> int:
     """Continue a campaign whose coordinator stopped or died."""
+    from mummi_like.campaign.loop import Campaign
+
     return _exit_code(Campaign.resume(Path(args.directory).resolve(), _reporter(args)).run())
 
 
@@ -190,6 +193,8 @@ def cmd_cancel(args: argparse.Namespace) -> int:
         path = request_cancel(directory, args.task, args.scale)
         print(f"asked the running coordinator to cancel ({path}); follow with `mummi-like status {directory}`")
         return EXIT_OK
+    from mummi_like.campaign.loop import Campaign
+
     campaign = Campaign.resume(directory, Reporter())
     count = campaign.cancel_offline(args.task, args.scale)
     print(f"canceled {count} task(s) in {directory}")
@@ -210,6 +215,9 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def cmd_submit(args: argparse.Namespace) -> int:
     """Write the batch scripts of a production run and submit them (or only print them)."""
+    from mummi_like import submit
+    from mummi_like.spec import load_spec
+
     campaign = load_spec(args.spec, directory=args.dir)
     request = submit.BatchRequest(args.scheduler, args.nodes, args.time, args.queue, args.bank)
     if args.dry_run:
@@ -225,6 +233,8 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
 def cmd_validate(args: argparse.Namespace) -> int:
     """Check a spec and its plugins' configs without running anything."""
+    from mummi_like.spec import load_spec
+
     resolved = load_spec(args.spec)
     print(f"{args.spec}: valid campaign {resolved.spec.name!r} with scales "
           f"{', '.join(s.spec.name for s in resolved.scales)} on backend {resolved.spec.backend.plugin!r}; "
@@ -234,6 +244,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 def cmd_plugins(args: argparse.Namespace) -> int:
     """List the installed scales, selectors, backends and pipelines."""
+    from mummi_like import plugins
+
     console = Console()
     for kind in plugins.GROUPS:
         infos = plugins.describe(kind)
@@ -308,10 +320,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.handler(args)
-    except SpecError as error:
-        print(error, file=sys.stderr)
-    except (CampaignError, StoreError, BackendUnavailable, submit.SubmitError, plugins.UnknownPlugin) as error:
+    except (CampaignError, StoreError) as error:
         print(f"mummi-like {args.command}: {error}", file=sys.stderr)
+    except Exception as error:
+        # Imported only now: a command that raised one of these has loaded its module already.
+        from mummi_like import plugins, submit
+        from mummi_like.backends.base import BackendUnavailable
+        from mummi_like.spec import SpecError
+
+        if isinstance(error, SpecError):
+            print(error, file=sys.stderr)
+        elif isinstance(error, BackendUnavailable | submit.SubmitError | plugins.UnknownPlugin):
+            print(f"mummi-like {args.command}: {error}", file=sys.stderr)
+        else:
+            raise
     return EXIT_BAD_INPUT
 
 

@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from mummi_like.campaign.loop import SPEC_META, coordinator_running
+from mummi_like.campaign.control import SPEC_META, coordinator_running
 from mummi_like.campaign.reporting import tail_lines
 from mummi_like.store import Store
 from mummi_like.tasks import TaskState

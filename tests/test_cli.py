@@ -229,3 +229,11 @@ def test_backend_that_cannot_start_is_a_clean_error(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     assert "flux" in result.stderr.lower()
+
+
+def test_the_cli_imports_neither_the_loop_nor_numpy_until_a_command_needs_them() -> None:
+    # `status` on a login node must answer fast: what it does not need, it does not import.
+    probe = ("import sys, mummi_like.cli; heavy = {'numpy', 'h5py', 'mummi_like.campaign.loop', 'mummi_like.spec'}; "
+             "print(sorted(heavy & set(sys.modules)))")
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True)
+    assert result.stdout.strip() == "[]"

@@ -19,7 +19,6 @@ therefore leaves a consistent store:
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import signal
@@ -35,6 +34,7 @@ from typing import Any
 from mummi_like import events
 from mummi_like.backends.base import Backend, BackendEvent, UnsatisfiableRequest
 from mummi_like.campaign.coupling import COUPLING_LABEL, PROMOTED_LABEL, Coupling
+from mummi_like.campaign.control import CANCEL_FILE, SPEC_META, CampaignError, coordinator_lock
 from mummi_like.campaign.policy import Load, Policy
 from mummi_like.campaign.reporting import Reporter
 from mummi_like.campaign.stats import LoopStats
@@ -44,13 +44,7 @@ from mummi_like.store import Store
 from mummi_like.tasks import Failure, TaskResult, TaskSpec, TaskState
 from mummi_like.telemetry import overall_utilization, read_telemetry, steady_state_utilization
 
-LOCK_FILE = "coordinator.lock"
-CANCEL_FILE = "control/cancel.json"
-SPEC_META = "spec"
 
-
-class CampaignError(RuntimeError):
-    """A campaign cannot start or continue; the message says what to do."""
 
 
 @dataclass
@@ -81,57 +75,6 @@ class _Entry:
     failures: int = 0
     job_id: str | None = None
     unmet: int = 0
-
-
-@contextmanager
-def coordinator_lock(directory: Path) -> Iterator[None]:
-    """Hold the campaign's coordinator lock; refuse if another coordinator holds it.
-
-    The lock is an ``flock`` on a file, released by the kernel when the holder
-    dies, so a ``kill -9`` never leaves a stale lock behind.
-    """
-    path = directory / LOCK_FILE
-    handle = open(path, "a+")
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        handle.seek(0)
-        holder = handle.read().strip() or "unknown"
-        handle.close()
-        raise CampaignError(
-            f"another coordinator (pid {holder}) is running the campaign in {directory}; "
-            f"follow it with `mummi-like status {directory}` or stop it with `mummi-like cancel {directory}`"
-        ) from None
-    try:
-        handle.truncate(0)
-        handle.write(str(os.getpid()))
-        handle.flush()
-        yield
-    finally:
-        handle.close()
-
-
-def coordinator_running(directory: Path) -> bool:
-    """Whether some coordinator holds the campaign's lock now."""
-    path = directory / LOCK_FILE
-    if not path.exists():
-        return False
-    with open(path) as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return True
-        return False
-
-
-def request_cancel(directory: Path, tasks: list[str] | None = None, scales: list[str] | None = None) -> Path:
-    """Ask the running coordinator to cancel tasks (all when both filters are empty)."""
-    path = directory / CANCEL_FILE
-    path.parent.mkdir(exist_ok=True)
-    staging = path.with_suffix(".tmp")
-    staging.write_text(json.dumps({"tasks": tasks or None, "scales": scales or None}))
-    staging.replace(path)
-    return path
 
 
 def labelled(scale: str, tasks: list[TaskSpec]) -> list[TaskSpec]:
