@@ -139,6 +139,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     rows = read_table(args.out)
     done = {row["id"] for row in rows}
     library = ligands()
+    order = {ligand_id: position for position, (ligand_id, _) in enumerate(library)}
     todo = [(ligand_id, smiles) for ligand_id, smiles in library if ligand_id not in done]
     console.print(f"{len(library)} molecules, {len(done)} already in {args.out}, {len(todo)} to dock")
     if not todo:
@@ -168,6 +169,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             for future in finished:
                 new = future.result()
                 rows.extend(new)
+                rows.sort(key=lambda row: order[row["id"]])  # library order, whichever worker finished first
                 write_table(args.out, rows)
                 progress.advance(bar, len(new))
                 if not console.is_terminal:  # a log file gets no live bar: a line per batch instead
