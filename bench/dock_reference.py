@@ -1,12 +1,15 @@
 """Dock a fixed library into PGR once, so that active learning can be replayed against the scores without docking.
 
 The table this writes, ``data/pgr_reference_scores.csv.gz`` (``id,smiles,score,error``, one row per molecule,
-``score`` empty when ``error`` is set), is the oracle of ``bench/effective_performance.py``: replaying the
-campaign against it measures how many docking calls the surrogate saves, in minutes instead of the hours the
-dockings took. It was made with::
+``score`` empty when ``error`` is set, in library order), is the oracle of ``bench/effective_performance.py``:
+replaying the campaign against it measures how many docking calls the surrogate saves, in minutes instead of the
+hours the dockings took. It was made with::
 
     cd /work/main && OMP_NUM_THREADS=1 nohup nice -n 10 .venv/bin/python bench/dock_reference.py --workers 1 \\
         > /tmp/dock_reference.log 2>&1 &
+
+stopped after 520 rows and resumed with ``--workers 2`` (87 min for the other 4489 on a shared 2-core machine);
+the scores do not depend on the number of workers or on where a run was resumed.
 
 Library: ``drug_data.library(5000, seed=2024)`` (a uniform sample of the MOSES training set) plus
 ``drug_data.known_ligands()``. Docking: :func:`mummi_scales.docking.dock_batch` into dockstring's PGR receptor
