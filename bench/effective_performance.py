@@ -229,6 +229,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--fingerprint", choices=("count", "bit"), default=defaults.fingerprint)
     parser.add_argument("--bits", type=int, default=defaults.fingerprint_bits, help="Fingerprint length.")
     parser.add_argument("--holdout", type=float, default=defaults.holdout, help="Labelled fraction held out.")
+    parser.add_argument("--score-cap", type=float, default=defaults.score_cap, help="Scores above are trained on "
+                        "(and R^2 measured) as this (kcal/mol).")  # fmt: skip
     parser.add_argument("--out", type=Path, default=Path("runs/bench-effective-performance/recall.png"),
                         help="Where the plot goes.")  # fmt: skip
     args = parser.parse_args(argv)
@@ -241,7 +243,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     console.print(f"{library} rows of {args.table}{note}; {int(np.isnan(truth).sum())} failed to dock")
     surrogate = SurrogateConfig(
         members=args.members, hidden=args.hidden, epochs=args.epochs, fingerprint=args.fingerprint,
-        fingerprint_bits=args.bits, holdout=args.holdout,
+        fingerprint_bits=args.bits, holdout=args.holdout, score_cap=args.score_cap,
     )  # fmt: skip
     initial, batch, budget = (max(1, round(value * library)) if value < 1 else int(value)
                               for value in (args.initial, args.batch, args.budget))  # fmt: skip
