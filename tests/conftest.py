@@ -25,6 +25,18 @@ FLUX_MISSING = (
 FLUX_START_TIMEOUT = 60.0
 
 
+def soak_factor() -> int:
+    """How many times longer the chaos and fuzz tests run: ``MUMMI_LIKE_SOAK`` (default 1, what CI runs).
+
+    ``MUMMI_LIKE_SOAK=10 make test`` kills the coordinator ten times as often and
+    fuzzes ten times as many specs; see bench/README.md's reliability section.
+    """
+    value = os.environ.get("MUMMI_LIKE_SOAK", "1")
+    if not value.isdigit() or int(value) < 1:
+        raise ValueError(f"MUMMI_LIKE_SOAK={value!r} must be a whole number >= 1 (how many times longer to soak)")
+    return int(value)
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Skip the tests marked ``flux`` where there is no ``flux`` command, saying how to run them."""
     if shutil.which("flux") is not None:
