@@ -26,7 +26,7 @@ import os
 import secrets
 import stat
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import IO, Any, Literal
 
@@ -50,6 +50,7 @@ def atomic_write(
     encoding: str | None = "utf-8",
     newline: str | None = None,
     permissions: int | None = None,
+    keep_existing: bool = False,
 ) -> Iterator[IO[Any]]:
     """Yield a file to write ``path``'s new content into; it replaces ``path`` only when the body succeeds.
 
@@ -65,6 +66,11 @@ def atomic_write(
     permissions
         Permission bits to give the file (e.g. ``0o755`` for a script), instead of
         those a plain :func:`open` would give.
+    keep_existing
+        Keep ``path`` as it is when it exists by the time the new content is
+        complete, and drop the new content: the first of several writers racing
+        to fill a shared cache wins (the file is hard-linked into place, which
+        fails when the name is taken), so every reader sees the same file.
 
     Yields
     ------
@@ -84,10 +90,8 @@ def atomic_write(
         if permissions is not None:
             os.fchmod(fd, permissions)
         else:
-            try:  # keep the mode of the file replaced, as writing it in place would
+            with suppress(FileNotFoundError):  # keep the mode of the file replaced, as writing in place would
                 os.fchmod(fd, stat.S_IMODE(os.stat(target).st_mode))
-            except FileNotFoundError:
-                pass
         binary = mode == "wb"
         with open(fd, mode, encoding=None if binary else encoding, newline=None if binary else newline,
                   closefd=False) as handle:
@@ -100,7 +104,12 @@ def atomic_write(
         raise
     os.close(fd)
     try:
-        os.replace(temporary, target)
+        if keep_existing:
+            with suppress(FileExistsError):
+                os.link(temporary, target)
+            temporary.unlink()
+        else:
+            os.replace(temporary, target)
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise
@@ -108,9 +117,9 @@ def atomic_write(
 
 
 def atomic_write_text(path: str | os.PathLike[str], text: str, *, encoding: str = "utf-8",
-                      permissions: int | None = None) -> None:
+                      permissions: int | None = None, keep_existing: bool = False) -> None:
     """Replace ``path``'s content with ``text`` atomically (see :func:`atomic_write`)."""
-    with atomic_write(path, "w", encoding=encoding, permissions=permissions) as handle:
+    with atomic_write(path, "w", encoding=encoding, permissions=permissions, keep_existing=keep_existing) as handle:
         handle.write(text)
 
 

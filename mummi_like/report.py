@@ -4,7 +4,9 @@
 coordinator works), computes :mod:`~mummi_like.telemetry`, draws the figures
 with matplotlib's Agg backend and writes ``index.html`` with every figure
 embedded as a base64 ``data:`` URI, inline CSS, no script and no external
-address: the file can be mailed or archived on its own.
+address: the file can be mailed or archived on its own. Every file is written
+atomically (:func:`mummi_like.files.atomic_write`), so a browser reloading the
+page, or a report run again while the campaign goes on, never reads half a file.
 
 Plugins add their own science to the report: a scale plugin class or the
 campaign's policy class that has a callable ``report_sections`` attribute (a
@@ -37,6 +39,7 @@ import yaml
 
 from mummi_like.campaign.control import SPEC_META, coordinator_running
 from mummi_like.campaign.reporting import tail_lines
+from mummi_like.files import atomic_write_bytes, atomic_write_text
 from mummi_like.store import Store
 from mummi_like.tasks import TaskState
 from mummi_like.telemetry import (
@@ -468,7 +471,7 @@ class _Page:
             name, n = f"{stem}-{n}", n + 1
         data = _png(figure)
         path = self.out / f"{name}.png"
-        path.write_bytes(data)
+        atomic_write_bytes(path, data)
         self.pngs.append(path)
         encoded = base64.b64encode(data).decode("ascii")
         cap = f"<figcaption>{_e(caption)}</figcaption>" if caption else ""
@@ -652,13 +655,11 @@ def write_report_files(directory: Path, out: Path | None = None, now: float | No
     )
     summary = out / SUMMARY_FILE
     if page.texts:
-        summary.write_text("\n\n".join(page.texts) + "\n", encoding="utf-8")
+        atomic_write_text(summary, "\n\n".join(page.texts) + "\n")
     else:
         summary.unlink(missing_ok=True)
     index = out / "index.html"
-    staging = out / ".index.html.tmp"
-    staging.write_text(document, encoding="utf-8")
-    staging.replace(index)  # a browser reloading the page never sees half a file
+    atomic_write_text(index, document)  # a browser reloading the page never sees half a file
     return index, page.pngs
 
 

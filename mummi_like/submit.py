@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from mummi_like.files import atomic_write_text
 from mummi_like.spec import ResolvedCampaign
 from mummi_like.store import Store
 
@@ -136,11 +137,9 @@ def write_scripts(campaign: ResolvedCampaign, request: BatchRequest, resume: boo
     script = batch_script(campaign, request)
     campaign.directory.mkdir(parents=True, exist_ok=True)
     coordinator = campaign.directory / COORDINATOR_SCRIPT
-    coordinator.write_text(coordinator_script(campaign))
-    coordinator.chmod(0o755)
+    atomic_write_text(coordinator, coordinator_script(campaign), permissions=0o755)
     batch = campaign.directory / f"batch-{request.scheduler}.sh"
-    batch.write_text(script)
-    batch.chmod(0o755)
+    atomic_write_text(batch, script, permissions=0o755)
     return batch
 
 

@@ -82,6 +82,14 @@ def test_a_replaced_file_keeps_its_mode_and_explicit_permissions_win(tmp_path: P
     assert mode_of(script) == 0o755
 
 
+def test_keep_existing_lets_the_first_writer_win_and_leaves_no_temporary_file(tmp_path: Path) -> None:
+    cached = tmp_path / "receptor.pdb"
+    atomic_write_text(cached, "first", keep_existing=True)
+    atomic_write_text(cached, "second", keep_existing=True)
+    assert cached.read_text() == "first"
+    assert [p.name for p in tmp_path.iterdir()] == ["receptor.pdb"]
+
+
 WRITER = textwrap.dedent("""
     import sys, time
     from mummi_like.files import atomic_write

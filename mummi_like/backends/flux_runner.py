@@ -29,6 +29,7 @@ import sys
 from pathlib import Path
 
 from mummi_like.backends import pyworker
+from mummi_like.files import atomic_write_text
 
 RESULT_FILE = "result.json"
 
@@ -67,10 +68,7 @@ def main(request_path: str) -> int:
     outcome = {"ok": reply.ok, "value": json.loads(reply.value_json or "null"),
                "exception_types": reply.exception_types, "message": reply.message,
                "started": reply.started, "ended": reply.ended}
-    partial = os.path.join(folder, f".{RESULT_FILE}.partial")
-    with open(partial, "w") as handle:
-        json.dump(outcome, handle)
-    os.replace(partial, os.path.join(folder, RESULT_FILE))  # the backend never reads half a file
+    atomic_write_text(os.path.join(folder, RESULT_FILE), json.dumps(outcome))  # the backend never reads half a file
     return 0
 
 

@@ -15,6 +15,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from mummi_like.files import atomic_write_text
+
 LOCK_FILE = "coordinator.lock"
 CANCEL_FILE = "control/cancel.json"
 SPEC_META = "spec"
@@ -69,7 +71,5 @@ def request_cancel(directory: Path, tasks: list[str] | None = None, scales: list
     """Ask the running coordinator to cancel tasks (all when both filters are empty)."""
     path = directory / CANCEL_FILE
     path.parent.mkdir(exist_ok=True)
-    staging = path.with_suffix(".tmp")
-    staging.write_text(json.dumps({"tasks": tasks or None, "scales": scales or None}))
-    staging.replace(path)
+    atomic_write_text(path, json.dumps({"tasks": tasks or None, "scales": scales or None}))
     return path

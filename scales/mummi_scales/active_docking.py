@@ -31,7 +31,6 @@ import csv
 import io
 from collections import Counter
 import json
-import os
 import re
 from collections.abc import Sequence
 from functools import cached_property
@@ -41,6 +40,7 @@ from typing import TYPE_CHECKING, ClassVar
 import numpy as np
 from pydantic import Field, JsonValue
 
+from mummi_like.files import atomic_write_text
 from mummi_like.report import ReportSection
 from mummi_like.scale import Scale
 from mummi_like.tasks import CallablePayload, Resources, TaskResult, TaskSpec
@@ -170,9 +170,7 @@ class ActiveDockingScale(Scale):
         writer = csv.writer(text, lineterminator="\n")
         writer.writerow(["id", "smiles"])
         writer.writerows(ligands)
-        partial = self.folder / f"{LIBRARY}.partial"
-        partial.write_text(text.getvalue())
-        os.replace(partial, self.folder / LIBRARY)
+        atomic_write_text(self.folder / LIBRARY, text.getvalue())
         chosen = random_choice(np.arange(len(ligands)), self.config.initial, round_rng(self.config.seed, 0))
         return self.round_tasks(0, [list(ligands[index]) for index in chosen], [], [])
 
@@ -289,9 +287,7 @@ def dock_and_record(**kwargs: JsonValue) -> dict[str, dict[str, float | str]]:
     half a file.
     """
     results = dock_batch(**kwargs)  # type: ignore[arg-type]
-    partial = Path(f"{SCORES}.partial")
-    partial.write_text(json.dumps(results))
-    os.replace(partial, SCORES)
+    atomic_write_text(SCORES, json.dumps(results))
     return results
 
 

@@ -81,7 +81,6 @@ import functools
 import html
 import json
 import math
-import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -90,6 +89,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal, Self
 import numpy as np
 from pydantic import Field, JsonValue, model_validator
 
+from mummi_like.files import atomic_write_text
 from mummi_like.scale import PromotedFrame, Scale
 from mummi_like.tasks import TaskSpec
 from mummi_scales.complexes import PreparedComplex, build_system, load_complex, md_platform
@@ -446,9 +446,7 @@ def run_alchemical(
     }
     document = {**value, "schedules": {"complex": complex_schedule, "solvent": solvent_schedule},
                 "units": "kcal/mol", "restraint_k": restraint_k, "pocket_atoms": _pocket(prepared)}
-    partial = Path(f".{RESULTS}.partial")
-    partial.write_text(json.dumps(document, indent=1))
-    os.replace(partial, RESULTS)
+    atomic_write_text(RESULTS, json.dumps(document, indent=1))
     return value
 
 

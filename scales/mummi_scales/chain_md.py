@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, Self
 import numpy as np
 from pydantic import Field, TypeAdapter, ValidationError, model_validator
 
+from mummi_like.files import atomic_write
 from mummi_like.scale import Feedback, PromotedFrame
 from mummi_like.tasks import CallablePayload, TaskSpec
 from mummi_scales.parameters import (
@@ -79,6 +80,15 @@ REPLICA = "replica"
 SWEEPABLE = ("temperature", "timestep", "friction", "steps", "report_interval", "contact_cutoff")
 """Config fields a ``parameters:`` block may vary per task. Not ``beads``: promoted frames and the contact maps a
 selector compares need one chain size per campaign."""
+
+
+class SimulationDiverged(ValueError):
+    """The dynamics blew up: positions turned NaN or infinite.
+
+    A class of its own, so that a retry policy can name it (``retry: {exceptions:
+    [SimulationDiverged]}``) without also retrying bad arguments, which raise a
+    plain :class:`ValueError`; still a ValueError, as a diverged run was before.
+    """
 
 
 class ChainMDConfig(ParameterizedConfig):
@@ -255,16 +265,14 @@ class ChainMDScale(ParameterizedScale):
                     labels: dict[str, str]) -> TaskSpec:
         """Write the start file (positions and where they came from) and return the run that starts from it.
 
-        The file is written under a temporary name and renamed, so a coordinator
-        that dies meanwhile leaves no torn start file for a resumed one to trust.
+        The file is written atomically, so a coordinator that dies meanwhile
+        leaves no torn start file for a resumed one to trust.
         """
         workdir = self.workdir(task_id)
         folder = self.context.campaign_dir / workdir
         folder.mkdir(parents=True, exist_ok=True)
-        partial = folder / f".{START}.partial"
-        with partial.open("wb") as handle:
+        with atomic_write(folder / START, "wb") as handle:
             np.savez(handle, positions=positions, **provenance)
-        os.replace(partial, folder / START)
 
         name = self.context.name
         campaign_dir = self.context.campaign_dir.absolute()
@@ -333,8 +341,10 @@ def run_chain(
     ValueError
         For arguments that could not make a run that streams a frame, for a
         ``start`` file without ``positions`` of shape ``(beads, 3)`` or with
-        non-finite ones, and (from the reporter) when the dynamics blows up and
-        positions turn NaN; every frame written before stays readable.
+        non-finite ones.
+    SimulationDiverged
+        When the dynamics blows up and positions turn NaN (too large a
+        timestep or temperature); every frame written before stays readable.
     """
     import openmm
     from openmm import app, unit
@@ -359,7 +369,7 @@ def run_chain(
     )
     simulation.context.setPositions(positions)
     simulation.context.setVelocitiesToTemperature(temperature, seed)
-    with open(TOPOLOGY, "w") as handle:
+    with atomic_write(TOPOLOGY) as handle:
         app.PDBFile.writeFile(topology, positions * unit.nanometer, handle)
 
     def contact_map(_: app.Simulation, state: openmm.State) -> np.ndarray:
@@ -375,7 +385,18 @@ def run_chain(
     with H5MDReporter(TRAJECTORY, report_interval, observables, author=RUN_FUNCTION) as reporter:
         simulation.reporters.append(reporter)
         began = time.perf_counter()
-        simulation.step(steps)
+        try:
+            simulation.step(steps)
+        except (ValueError, openmm.OpenMMException) as error:
+            # The reporter refuses a NaN frame (ValueError); the CPU platform may stop at the NaN first
+            # ("Particle coordinate is NaN"), after which not even the state can be read: the message tells.
+            if "NaN" not in str(error):
+                raise
+            raise SimulationDiverged(
+                f"the chain diverged (NaN positions) at step {simulation.context.getStepCount()} of {steps}, with "
+                f"timestep {timestep:g} ps at {temperature:g} K; the frames before it stay in {TRAJECTORY}. "
+                "Lower the timestep (0.04 ps is stable for this chain) or the temperature"
+            ) from error
         wall = time.perf_counter() - began
 
     final = _nanometers(simulation.context.getState(getPositions=True))

@@ -33,7 +33,6 @@ from __future__ import annotations
 import html
 import json
 import math
-import os
 import re
 import time
 from collections.abc import Mapping
@@ -43,6 +42,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Self
 import numpy as np
 from pydantic import Field, JsonValue, model_validator
 
+from mummi_like.files import atomic_write, atomic_write_text
 from mummi_like.scale import DoneTask, PromotedFrame, Scale
 from mummi_like.tasks import TaskSpec
 from mummi_scales import drug_data
@@ -223,11 +223,9 @@ class ComplexMDScale(Scale):
             )
         folder = self.context.campaign_dir / self.workdir(task_id)
         folder.mkdir(parents=True, exist_ok=True)
-        partial = folder / f".{START}.partial"
-        with partial.open("wb") as handle:
+        with atomic_write(folder / START, "wb") as handle:
             np.savez(handle, positions=positions, frame_id=frame.frame_id, source_task=frame.source_task,
                      coupling=frame.coupling, step=frame.step, time=frame.time, score=frame.score)
-        os.replace(partial, folder / START)
         return self._segment(task_id, segment, frame.frame_id, {"source_task": frame.source_task})
 
     def _segment(self, task_id: str, segment: dict[str, Any], frame_id: str | None,
@@ -236,9 +234,7 @@ class ComplexMDScale(Scale):
         workdir = self.workdir(task_id)
         folder = self.context.campaign_dir / workdir
         folder.mkdir(parents=True, exist_ok=True)
-        partial = folder / f".{SEGMENT}.partial"
-        partial.write_text(json.dumps(segment))
-        os.replace(partial, folder / SEGMENT)
+        atomic_write_text(folder / SEGMENT, json.dumps(segment))
         return callable_task(self, self.config, task_id, SEGMENT_FUNCTION, {
             "root": campaign_root(workdir), "workdir": workdir, **segment, "start": None if frame_id is None else START,
             "start_frame": frame_id, "seed": task_seed(self.config.seed, task_id), **self.config.physics(),

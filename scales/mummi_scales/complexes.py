@@ -61,6 +61,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
+from mummi_like.files import atomic_write, atomic_write_text
 from mummi_scales import drug_data
 from mummi_scales.docking import PH
 
@@ -212,29 +213,6 @@ def _reason(output: str, cwd: Path) -> str:
     return " | ".join(reasons) or "no output"
 
 
-def _write_atomically(path: Path, text: str, *, replace: bool = True) -> None:
-    """Write ``text`` to a hidden temporary file next to ``path`` and rename it: readers never see a torn file.
-
-    With ``replace=False`` an existing ``path`` is kept (the temporary file is
-    hard-linked into place, which fails if the name is taken): the first of
-    several racing writers wins, so every reader sees the same file.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(handle, "w") as stream:
-            stream.write(text)
-        if replace:
-            os.replace(temporary, path)
-        else:
-            try:
-                os.link(temporary, path)
-            except FileExistsError:
-                pass
-    finally:
-        Path(temporary).unlink(missing_ok=True)
-
-
 # ---------------------------------------------------------------- receptor
 
 
@@ -273,7 +251,8 @@ def prepared_receptor(target: str, cache: Path) -> Path:
         raise ComplexError(f"target {target}: {pdbqt} holds no amino-acid residue to build a receptor from")
     buffer = io.StringIO()
     PDBFile.writeFile(fixer.topology, _relaxed(fixer.topology, fixer.positions), buffer, keepIds=False)
-    _write_atomically(path, buffer.getvalue(), replace=False)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, buffer.getvalue(), keep_existing=True)
     return path
 
 
@@ -752,7 +731,7 @@ def prepare_complex(
         )
 
     prepared = _describe(folder, ligand_id, smiles, target, charge, pocket_radius, kept, pocket)
-    _write_atomically(folder / COMPLEX_JSON, json.dumps({
+    atomic_write_text(folder / COMPLEX_JSON, json.dumps({
         **{key: value for key, value in asdict(prepared).items() if key != "folder"},
         "receptor_residues": len(kept), "atoms": len(prepared.ligand_atoms) + len(prepared.receptor_atoms),
         "ligand_key": parameters.name,
@@ -780,7 +759,7 @@ def _describe(folder: Path, ligand_id: str, smiles: str, target: str, charge: in
     pocket_ca = [atom.index for index in pocket for atom in position[index].atoms() if atom.name == "CA"]
     restrained = [] if pocket_radius is None else [
         atom.index for residue in residues[:-1] for atom in residue.atoms() if atom.name in BACKBONE]
-    with open(folder / COMPLEX_PDB, "w") as handle:
+    with atomic_write(folder / COMPLEX_PDB) as handle:
         PDBFile.writeFile(prmtop.topology, AmberInpcrdFile(str(folder / "complex.inpcrd")).getPositions(), handle)
     return PreparedComplex(folder=folder, ligand_id=ligand_id, smiles=smiles, ligand_atoms=ligand,
                            receptor_atoms=receptor, pocket_ca=pocket_ca, restrained_atoms=restrained, target=target,

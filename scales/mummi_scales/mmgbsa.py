@@ -56,7 +56,6 @@ import csv
 import html
 import json
 import math
-import os
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -66,6 +65,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Self
 import numpy as np
 from pydantic import Field, JsonValue, model_validator
 
+from mummi_like.files import atomic_write, atomic_write_text
 from mummi_like.scale import DoneTask, Scale
 from mummi_like.tasks import TaskSpec
 from mummi_scales.chain_md import task_seed
@@ -281,15 +281,13 @@ def read_start(path: Path, complex: PreparedComplex) -> np.ndarray:
 
 
 def write_start(folder: Path, positions: np.ndarray, provenance: Mapping[str, Any]) -> None:
-    """Write :data:`START` (positions and where they came from) into ``folder`` under a temporary name, then rename.
+    """Write :data:`START` (positions and where they came from) into ``folder`` atomically.
 
     A coordinator that dies meanwhile leaves no torn start file for a resumed one to trust.
     """
     folder.mkdir(parents=True, exist_ok=True)
-    partial = folder / f".{START}.partial"
-    with partial.open("wb") as handle:
+    with atomic_write(folder / START, "wb") as handle:
         np.savez(handle, positions=np.asarray(positions, dtype=np.float64), **provenance)
-    os.replace(partial, folder / START)
 
 
 def run_replica(
@@ -366,9 +364,7 @@ def run_replica(
         error = f"ligand {ligand} replica {replica}: {failure}"
     document = {"ligand": ligand, "replica": replica, "seed": seed, "units": "kcal/mol", "frames": frames,
                 "error": error}
-    partial = Path(f".{RESULTS}.partial")
-    partial.write_text(json.dumps(document, indent=1))
-    os.replace(partial, RESULTS)
+    atomic_write_text(RESULTS, json.dumps(document, indent=1))
     value: dict[str, JsonValue] = {
         "ligand": ligand, "replica": replica,
         "dg_mean": None if error or not frames else float(np.mean([frame["dg"] for frame in frames])),
@@ -500,11 +496,11 @@ def summarize(
                                       "left_pocket")}, "complex": best["complex"], "frame": frame_index}
         rows.append({**row, "dg_mean": mean, "dg_sem": sem, "ci_low": low, "ci_high": high})
 
-    with open(ESTIMATES_CSV, "w", newline="") as handle:
+    with atomic_write(ESTIMATES_CSV, newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=CSV_COLUMNS, restval="")
         writer.writeheader()
         writer.writerows(rows)
-    Path(LIGANDS_JSON).write_text(json.dumps(listed, indent=1))
+    atomic_write_text(LIGANDS_JSON, json.dumps(listed, indent=1))
     if representatives:
         # One frame per ligand; complexes differ in size, so positions are padded with zeros to the largest and
         # LIGANDS_JSON says how many atoms of each frame are real.

@@ -30,7 +30,6 @@ import gzip
 import hashlib
 import io
 import json
-import os
 from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
@@ -38,6 +37,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from mummi_like.files import atomic_write_text
 from mummi_scales.docking import PH
 
 if TYPE_CHECKING:
@@ -216,13 +216,6 @@ def vina_receptor(pdb_text: str, source: Path) -> str:
     return rigid
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and a rename, so that no reader sees half a file."""
-    partial = path.with_name(f".{path.name}.partial")
-    partial.write_text(text)
-    os.replace(partial, path)
-
-
 def prepare_crystal_receptor(
     pdb: Path,
     chain: str,
@@ -293,10 +286,10 @@ def prepare_crystal_receptor(
         fixed = fix_protein(text, chain)
         pdbqt = vina_receptor(fixed, pdb)
         out_dir.mkdir(parents=True, exist_ok=True)
-        _write_atomic(protein, fixed)
-        _write_atomic(receptor, pdbqt)
-        _write_atomic(sdf, Chem.MolToMolBlock(ligand) + "$$$$\n")
-        _write_atomic(manifest, json.dumps(key, indent=2) + "\n")
+        atomic_write_text(protein, fixed)
+        atomic_write_text(receptor, pdbqt)
+        atomic_write_text(sdf, Chem.MolToMolBlock(ligand) + "$$$$\n")
+        atomic_write_text(manifest, json.dumps(key, indent=2) + "\n")
     center, size = gridbox.calc_box(ligand.GetConformer().GetPositions(), padding)
     return CrystalReceptor(
         pdbqt=receptor,

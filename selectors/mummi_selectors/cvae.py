@@ -29,6 +29,7 @@ import torch
 from pydantic import Field
 from torch import nn
 
+from mummi_like.files import atomic_write
 from mummi_like.selection import (
     Selector,
     SelectorConfig,
@@ -130,8 +131,8 @@ def train(
     samples come from it; deterministic algorithms only) without changing the
     random state or settings of the process that calls it, and uses as many
     threads as ``OMP_NUM_THREADS`` says (the backend sets it to the task's cores;
-    1 when unset). The model is written to a temporary file and renamed, so a
-    training killed at its walltime never leaves a partial model behind.
+    1 when unset). The model is written atomically, so a training killed at
+    its walltime never leaves a partial model behind.
 
     Parameters
     ----------
@@ -179,10 +180,9 @@ def train(
         torch.use_deterministic_algorithms(deterministic)
     path = Path(output)
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")
     hyper = {"latent_dim": latent_dim, "filters": filters, "hidden": hidden}
-    torch.save({"shape": list(maps.shape[2:]), "hyper": hyper, "state_dict": model.state_dict()}, partial)
-    os.replace(partial, path)
+    with atomic_write(path, "wb") as handle:
+        torch.save({"shape": list(maps.shape[2:]), "hyper": hyper, "state_dict": model.state_dict()}, handle)
     return {"loss": losses[-1], "losses": losses, "frames": len(maps), "model": str(path)}
 
 
@@ -235,10 +235,8 @@ class CvaeOutlierSelector(Selector):
         data_dir = self.context.data_dir
         data_dir.mkdir(parents=True, exist_ok=True)
         data = data_dir / f"train-{self._generation:04d}.npz"
-        partial = data.with_name(data.name + ".partial")
-        with open(partial, "wb") as file:
+        with atomic_write(data, "wb") as file:
             np.savez(file, maps=self._maps(self._held_vectors()), ids=np.array(held))
-        os.replace(partial, data)
         self._generation += 1
         self._seen_at_training = self.frames_seen
         self._save_state()

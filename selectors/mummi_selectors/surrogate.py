@@ -34,7 +34,6 @@ from __future__ import annotations
 import csv
 import json
 import math
-import os
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -46,6 +45,7 @@ import torch
 from pydantic import Field, JsonValue, model_validator
 from torch import nn
 
+from mummi_like.files import atomic_write
 from mummi_like.selection import seeded_uniform
 from mummi_like.tasks import StrictModel
 
@@ -250,9 +250,8 @@ def library_fingerprints(
             if np.array_equal(saved["settings"], settings) and np.array_equal(saved["ids"], np.array(ids)):
                 return saved["rows"], saved["valid"]
     rows, valid = fingerprints(smiles, config)
-    partial = cache.with_name(cache.name + ".partial.npz")
-    np.savez_compressed(partial, ids=np.array(ids), settings=settings, rows=rows, valid=valid)
-    os.replace(partial, cache)
+    with atomic_write(cache, "wb") as handle:
+        np.savez_compressed(handle, ids=np.array(ids), settings=settings, rows=rows, valid=valid)
     return rows, valid
 
 
@@ -338,18 +337,19 @@ class Ensemble:
         return predictions.mean(axis=0), predictions.std(axis=0)
 
     def save(self, path: Path) -> None:
-        """Write the members' weights, the target standardisation and the config to ``path`` (torch format)."""
-        torch.save(
-            {
-                "config": self.config.model_dump(),
-                "seed": self.seed,
-                "center": self.center,
-                "scale": self.scale,
-                "bits": self.members[0].first.bits,
-                "members": [model.state_dict() for model in self.members],
-            },
-            path,
-        )
+        """Write the members' weights, the target standardisation and the config to ``path`` (torch, atomically)."""
+        with atomic_write(path, "wb") as handle:
+            torch.save(
+                {
+                    "config": self.config.model_dump(),
+                    "seed": self.seed,
+                    "center": self.center,
+                    "scale": self.scale,
+                    "bits": self.members[0].first.bits,
+                    "members": [model.state_dict() for model in self.members],
+                },
+                handle,
+            )
 
     @classmethod
     def load(cls, path: Path) -> Ensemble:
@@ -648,16 +648,17 @@ def train_and_acquire(
             previous_top = [str(value) for value in saved["top"]]
     found = learn_round(ids, rows, valid, scores, docked, model_config, plan, round_index, previous_top, overlaps, seed)
     found.ensemble.save(Path(MODEL))
-    np.savez_compressed(
-        PREDICTIONS,
-        ids=np.array(ids),
-        mean=found.mean,
-        std=found.std,
-        score=scores,
-        docked=docked,
-        held_out=found.held_out,
-        top=np.array([ids[index] for index in found.top]),
-    )
+    with atomic_write(PREDICTIONS, "wb") as handle:
+        np.savez_compressed(
+            handle,
+            ids=np.array(ids),
+            mean=found.mean,
+            std=found.std,
+            score=scores,
+            docked=docked,
+            held_out=found.held_out,
+            top=np.array([ids[index] for index in found.top]),
+        )
     labelled = ~np.isnan(scores)
     best = int(np.nanargmin(scores)) if labelled.any() else None
     return {

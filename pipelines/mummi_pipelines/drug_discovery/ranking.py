@@ -40,6 +40,7 @@ from typing import Any, ClassVar
 import numpy as np
 from pydantic import Field, JsonValue
 
+from mummi_like.files import atomic_write
 from mummi_like.scale import DoneTask, Scale
 from mummi_like.tasks import CallablePayload, Resources, StrictModel, TaskSpec
 from mummi_scales.drug_data import enrichment_factor
@@ -215,7 +216,7 @@ def rank(root: str, docked: dict[str, dict[str, Any]], predictions: str | None, 
     s3_order = _final_order(finalists, coarse, refined, left)
     after_s3 = [*s3_order, *(ligand for ligand in after_s1 if ligand not in set(s3_order))]
 
-    with open(RANKING_CSV, "w", newline="") as handle:
+    with atomic_write(RANKING_CSV, newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(COLUMNS)
         for position, ligand in enumerate([*after_s3, *sorted(failed)], start=1):
