@@ -77,6 +77,17 @@ def detected_gpus() -> list[int]:
     return list(range(sum(1 for line in listing.splitlines() if line.startswith("GPU "))))
 
 
+def describe_signal(signum: int) -> str:
+    """``SIGSEGV (Segmentation fault)``: the name to search for and what it means, since few people know that
+    SIGXFSZ is a file-size limit (a full quota) or SIGBUS a truncated memory-mapped file."""
+    try:
+        name = signal.Signals(signum).name
+    except ValueError:  # a real-time signal without a name of its own
+        name = f"signal {signum}"
+    meaning = signal.strsignal(signum)
+    return f"{name} ({meaning})" if meaning else name
+
+
 class LocalConfig(BackendConfig):
     """Settings of the ``local`` backend."""
 
@@ -119,6 +130,7 @@ class _Job:
     kill_at: float | None = None
     stop_reason: str | None = None  # "walltime" or "canceled" once we started stopping it
     cancel_on_start: bool = False  # canceled while handed to a worker ahead of time
+    undelivered: bool = False  # its worker was dead before the call reached it, so the call never ran
 
     def __post_init__(self) -> None:
         self.stdout = os.path.join(self.workdir, "stdout.txt")
@@ -369,8 +381,17 @@ class LocalBackend(Backend):
                                job.workdir, job.stdout, job.stderr))
 
     def _send_call(self, worker: _Worker, job: _Job, frame: bytes | None = None) -> None:
+        """Hand ``job`` to ``worker``; a worker that died unnoticed (a segfault, a kill from outside) gets it too.
+
+        Such a worker's socket refuses the call, and it reports its death at the
+        next :meth:`wait`, which puts the call back in the queue rather than
+        failing it: the call never ran.
+        """
         job.worker = worker
-        worker.conn.send_encoded(frame or self._call_frame(job))
+        try:
+            worker.conn.send_encoded(frame or self._call_frame(job))
+        except OSError:
+            job.undelivered = True
 
     def _launch(self, job: _Job) -> None:
         self._occupy(job, time.time())
@@ -439,7 +460,7 @@ class LocalBackend(Backend):
             failure = Failure(kind=job.stop_reason, signal=signum, exit_code=exit_code, message=self._stop_message(job))
         elif signum is not None:
             failure = Failure(kind="signal", signal=signum,
-                              message=f"{program} was killed by {signal.Signals(signum).name}")
+                              message=f"{program} was killed by {describe_signal(signum)}")
         elif exit_code:
             failure = Failure(kind="exit", exit_code=exit_code, message=f"{program} exited with code {exit_code}")
         self._finish(job, self._result(job, ok=failure is None, exit_code=exit_code, signal=signum, failure=failure))
@@ -494,25 +515,48 @@ class LocalBackend(Backend):
         if worker in self._idle_workers:
             self._idle_workers.remove(worker)
         job, worker.job = worker.job, None
+        self._keep_output(worker, None if job is None or job.undelivered else job)
         if worker.next is not None:
             self._requeue(worker.next)
             worker.next = None
         if job is None:
             return
         self._release(job)
+        if job.undelivered:
+            job.started = job.deadline = None
+            self._requeue(job)
+            return
         if job.stop_reason is not None:
             failure = Failure(kind=job.stop_reason, signal=-code if code and code < 0 else None, message=self._stop_message(job))
         elif code is not None and code < 0:
             failure = Failure(kind="signal", signal=-code,
-                              message=f"the worker running {job.task.payload.function} was killed by {signal.Signals(-code).name}")
+                              message=f"the worker running {job.task.payload.function} was killed by {describe_signal(-code)}")
         else:
             failure = Failure(kind="exit", exit_code=code,
                               message=f"the worker running {job.task.payload.function} exited with code {code} mid-call")
         self._finish(job, self._result(job, ok=False, signal=failure.signal, exit_code=failure.exit_code, failure=failure))
 
+    def _keep_output(self, worker: _Worker, job: _Job | None) -> None:
+        """Move what a dead worker's last call wrote into the task's output files; drop the worker's scratch files.
+
+        A worker moves a call's output into place only when the call returns
+        (see :class:`.pyworker.Capture`), so the last words of a call that killed
+        its worker (a C library's error, the faulthandler stack of a segfault)
+        would otherwise be lost, and the scratch files of dead workers would pile up.
+        """
+        for stream, destination in (("stdout", job and job.stdout), ("stderr", job and job.stderr)):
+            scratch = self._scratch / f"{worker.process.pid}.{stream}"
+            try:
+                if destination and scratch.stat().st_size:
+                    os.replace(scratch, destination)
+                    continue
+            except OSError:  # no scratch file, or the task's directory was never made
+                pass
+            scratch.unlink(missing_ok=True)
+
     def _requeue(self, job: _Job) -> None:
         """Put back a job handed to a worker that will not run it (the worker stops or died first)."""
-        job.worker = None
+        job.worker, job.undelivered = None, False
         if job.cancel_on_start:
             self._finish(job, TaskResult(job_id=job.job_id, ok=False, ended=time.time(),
                                          failure=Failure(kind="canceled", message="canceled before it started")))
@@ -587,10 +631,12 @@ class LocalBackend(Backend):
 
         A fresh interpreter rather than :mod:`multiprocessing`'s spawn, which would
         re-import the caller's ``__main__`` (a user's script without a main guard).
+        With ``-X faulthandler``, a call that crashes its worker (a segfault in
+        a C extension) leaves the Python stack of the crash in its ``stderr.txt``.
         """
         ours, theirs = socket.socketpair()
-        argv = [sys.executable, "-m", "mummi_like.backends.pyworker", str(theirs.fileno()), str(os.getpid()),
-                str(self._scratch)]
+        argv = [sys.executable, "-X", "faulthandler", "-m", "mummi_like.backends.pyworker", str(theirs.fileno()),
+                str(os.getpid()), str(self._scratch)]
         process = subprocess.Popen(
             argv + [str(path) for path in self.python_path],
             pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL, env=self._base_env,

@@ -8,7 +8,9 @@ accounts for them, so no real GPU (and no particular number of cores) is needed.
 
 from __future__ import annotations
 
+import os
 import random
+import signal
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -575,3 +577,32 @@ def test_call_handed_ahead_of_one_killed_at_walltime_still_runs(
     done = results(drain(backend))
     assert done[slow].failure is not None and done[slow].failure.kind == "walltime"
     assert done[after].ok and marker.exists()
+
+
+def test_a_call_handed_to_a_worker_killed_while_idle_runs_on_a_fresh_worker(
+    make_backend: Callable[..., LocalBackend],
+) -> None:
+    backend = make_backend(cores=1, python_workers=1)
+    _, result = run_one(backend, call("first", "pid"))
+    os.kill(result.value, signal.SIGKILL)  # from outside, while the worker waits for its next call
+    assert wait_gone(result.value)
+    events, result = run_one(backend, call("next", "pid"))  # handed to the dead worker before its death is seen
+    assert result.ok and result.value != os.getpid()
+    assert [event.kind for event in events if event.job_id == "next#1"].count("finished") == 1
+
+
+def test_a_call_handed_ahead_to_a_worker_killed_mid_call_runs_on_a_fresh_worker(
+    make_backend: Callable[..., LocalBackend],
+) -> None:
+    backend = make_backend(cores=1, python_workers=1)
+    _, result = run_one(backend, call("first", "pid"))
+    worker = result.value
+    busy = backend.submit(call("busy", "nap", 30), attempt=1)
+    wait_until(backend, lambda events: any(e.kind == "started" and e.job_id == busy for e in events))
+    os.kill(worker, signal.SIGKILL)
+    assert wait_gone(worker)
+    after = backend.submit(call("after", "pid"), attempt=1)  # handed ahead to the busy (dead) worker
+    done = results(drain(backend))
+    assert done[busy].failure is not None and done[busy].failure.kind == "signal"
+    assert done[busy].failure.message == "the worker running tasks_for_tests:nap was killed by SIGKILL (Killed)"
+    assert done[after].ok and done[after].value != worker
