@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sqlite3
 import time
 from collections import Counter, defaultdict, deque
 from collections.abc import Iterator
@@ -40,7 +41,7 @@ from mummi_like.campaign.reporting import Reporter
 from mummi_like.campaign.stats import LoopStats
 from mummi_like.scale import DoneTask, Scale, ScaleContext
 from mummi_like.spec import ResolvedCampaign, load_spec_text
-from mummi_like.store import Store
+from mummi_like.store import Store, StoreError
 from mummi_like.tasks import Failure, TaskResult, TaskSpec, TaskState
 from mummi_like.telemetry import overall_utilization, read_telemetry, steady_state_utilization
 
@@ -159,6 +160,7 @@ class Campaign:
         # Stages whose upstream scales have finished and been handed on; scales without depends_on are open from the start.
         self._opened: set[str] = {s.spec.name for s in resolved.scales if not s.spec.depends_on}
         self._stop_reason: str | None = None
+        self._store_failed = False
         self._dropped_followups = 0
         self._chunk_was_full = True
 
@@ -255,7 +257,7 @@ class Campaign:
     def run(self) -> Summary:
         """Run until every task is final, a budget stops the campaign, or a signal asks it to stop."""
         started = time.time()
-        with coordinator_lock(self.directory), self._stop_on_signals(), self.backend:
+        with coordinator_lock(self.directory), self._stop_on_signals(), self.backend, self._stop_on_store_failure():
             self._load()
             self._build_couplings()
             capacity = self.backend.capacity()
@@ -298,7 +300,11 @@ class Campaign:
         summary = Summary(self.directory, self.store.counts(), time.time() - started, self._stop_reason, self.failed)
         self.reporter.update(self.counts, force=True)
         self.reporter.finish(summary)
-        self.store.close()
+        try:
+            self.store.close()
+        except StoreError:
+            if not self._store_failed:  # the buffer of a failed store is dropped (see _stop_on_store_failure)
+                raise
         return summary
 
     def _record_utilization(self) -> None:
@@ -325,6 +331,25 @@ class Campaign:
         finally:
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
+
+    @contextmanager
+    def _stop_on_store_failure(self) -> Iterator[None]:
+        """Turn a store that cannot be written (its disk full) into a clean, resumable stop instead of a traceback.
+
+        Nothing more can be recorded, so the loop stops at once and leaving the
+        backend stops what runs. The changes still buffered are dropped: the
+        store stays as a coordinator killed after its last commit leaves it,
+        which resume is built for (what ran since runs again, recorded once).
+        """
+        try:
+            yield
+        except (StoreError, sqlite3.OperationalError) as error:
+            cause = error.__cause__ if isinstance(error, StoreError) and error.__cause__ is not None else error
+            self._stop_reason = (f"the campaign store {self.store.path} could not be written: {cause}; "
+                                 "free space on its file system")
+            self._store_failed = True
+            for coupling in self.couplings:
+                coupling.close()
 
     def _load(self) -> None:
         """Rebuild the loop's state from the store, taking back or requeueing what was in flight.
