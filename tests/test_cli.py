@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from mummi_like.cli import status_report
 from mummi_like.store import Store, StoreError
 from mummi_like.tasks import TaskState
 
@@ -237,3 +239,104 @@ def test_the_cli_imports_neither_the_loop_nor_numpy_until_a_command_needs_them()
              "print(sorted(heavy & set(sys.modules)))")
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True)
     assert result.stdout.strip() == "[]"
+
+
+# The CLI under an audit hook that records every SQLite connection it opens and every file it opens for writing,
+# written as JSON to $AUDIT_RECORD when it exits: what `status` and `report` touch, seen from inside the process.
+AUDITED_CLI = """
+import json, os, runpy, sys
+connections, writes = [], []
+WRITING = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_TRUNC
+def record(event, args):
+    if event == "sqlite3.connect":
+        connections.append(str(args[0]))
+    elif event == "open" and isinstance(args[0], str) and (
+            (args[2] or 0) & WRITING or any(letter in (args[1] or "") for letter in "wax+")):
+        writes.append(os.path.abspath(args[0]))
+sys.addaudithook(record)
+sys.argv = ["mummi-like", *sys.argv[1:]]
+try:
+    runpy.run_module("mummi_like.cli", run_name="__main__")
+finally:
+    found = {"connections": list(connections), "writes": list(writes)}
+    with open(os.environ["AUDIT_RECORD"], "w") as out:
+        json.dump(found, out)
+"""
+
+
+def audited(record: Path, *args: str | Path) -> tuple[subprocess.CompletedProcess[str], dict[str, list[str]]]:
+    """Run the CLI under :data:`AUDITED_CLI`; its result and what it connected to and wrote."""
+    result = subprocess.run([sys.executable, "-c", AUDITED_CLI, *map(str, args)], capture_output=True, text=True,
+                            timeout=120, env={**os.environ, "AUDIT_RECORD": str(record)})
+    return result, json.loads(record.read_text())
+
+
+# Tasks 0 to free-1 end at once; the others start, then wait while the hold file exists: the campaign stays
+# running, with tasks done and tasks running, for as long as the test looks at it.
+HELD = """
+    name: watched
+    backend: {{config: {{cores: 2, kill_grace: 1}}}}
+    scales:
+      - name: work
+        plugin: command
+        config:
+          argv: ["sh", "-c", "echo {{task_id}} >> {log}; if [ {{i}} -ge {free} ]; then while [ -e {hold} ]; do sleep 0.05; done; fi"]
+          parameters: {{i: {indices}}}
+    """
+
+
+def test_status_and_report_during_a_run_read_the_store_read_only_and_the_run_finishes_intact(tmp_path: Path) -> None:
+    log, hold, tasks, free = tmp_path / "executions.log", tmp_path / "hold", 10, 4
+    hold.touch()
+    spec = spec_file(tmp_path, HELD.format(log=log, hold=hold, free=free, indices=list(range(tasks))))
+    directory = tmp_path / "run"
+    coordinator = start("run", spec, "--dir", directory, "--quiet")
+    try:
+        wait_until(lambda: counts(directory) == {"done": free, "running": 2, "queued": tasks - free - 2},
+                   what=f"{free} tasks done and 2 held running")
+        for look in range(3):
+            result, seen = audited(tmp_path / f"status-{look}.json", "status", directory, "--json")
+            assert result.returncode == 0, result.stderr
+            report = json.loads(result.stdout)
+            assert report["coordinator_running"] is True
+            assert report["counts"] == {"work": {"done": free, "running": 2, "queued": tasks - free - 2}}
+            assert {task["task"] for task in report["running"]} == {f"work.{free}", f"work.{free + 1}"}
+            assert seen["connections"] and all(c.endswith("campaign.db?mode=ro") for c in seen["connections"])
+            assert not [path for path in seen["writes"] if path.startswith(str(directory))]
+        for look in range(2):
+            result, seen = audited(tmp_path / f"report-{look}.json", "report", directory)
+            assert result.returncode == 0, result.stderr
+            assert seen["connections"] and all(c.endswith("campaign.db?mode=ro") for c in seen["connections"])
+            written = {Path(path).parent for path in seen["writes"] if path.startswith(str(directory))}
+            assert written == {directory / "report"}, "report writes its own folder and nothing else of the campaign"
+            page = (directory / "report" / "index.html").read_text()
+            assert "Campaign report: watched" in page and "data:image/png;base64," in page
+            assert not [p.name for p in (directory / "report").iterdir() if p.name.startswith(".")], "no temporary"
+        assert coordinator.poll() is None, "the coordinator kept running while watched"
+    finally:
+        hold.unlink()
+        _, stderr = coordinator.communicate(timeout=60)
+    assert coordinator.returncode == 0, stderr
+    executions = log.read_text().splitlines()
+    assert sorted(executions) == [f"work.{i}" for i in range(tasks)], "every task ran exactly once"
+    with Store.open(directory, readonly=True) as store:
+        assert store.counts() == {"work": {"done": tasks}}
+        for record in store.tasks():
+            assert [state for state, *_ in store.history(record.id)].count(TaskState.DONE) == 1
+
+
+def test_status_answers_at_once_while_another_connection_holds_the_write_lock(tmp_path: Path) -> None:
+    spec = spec_file(tmp_path, LOGGED.format(log=tmp_path / "log", seconds=0, indices=[0, 1, 2]))
+    directory = tmp_path / "run"
+    mummi("run", spec, "--dir", directory, "--quiet", check=True)
+    writer = sqlite3.connect(directory / Store.FILENAME, isolation_level=None)
+    try:
+        writer.execute("BEGIN EXCLUSIVE")
+        writer.execute("UPDATE tasks SET state = 'failed'")  # never committed: status must not see it
+        began = time.monotonic()
+        report = status_report(directory)
+        assert time.monotonic() - began < 1.0
+    finally:
+        writer.execute("ROLLBACK")
+        writer.close()
+    assert report["counts"] == {"work": {"done": 3}}
