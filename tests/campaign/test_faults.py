@@ -13,7 +13,19 @@ coordinator whose own store cannot be written (a full disk).
 
 Where a task's failed attempts were retried, their classification is read from
 the history rows (``info.failure``); the final failure is read from the
-record's exit code, signal and reason, which is what `status` shows.
+record's exit code, signal and reason, which is what `status` shows (the store
+keeps no kind for a final failure).
+
+Classifications that may surprise, and why they are right:
+
+* a worker killed from outside is a ``signal`` failure (SIGKILL) that counts
+  against the retries, not ``lost``: the backend cannot tell an OOM killer or
+  an operator from the task's own doing;
+* a write past the file-size limit is a ``signal`` failure (SIGXFSZ), so a
+  policy that lists ``exit_codes`` does not retry it, as for any signal;
+* a program whose disk is full fails by its own exit code (``head`` exits 1);
+  "No space left on device" is in its stderr, which `status` shows under it;
+* a callable stopped at its walltime records signal 15: its worker's SIGTERM.
 """
 
 from __future__ import annotations
