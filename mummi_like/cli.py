@@ -34,6 +34,8 @@ if TYPE_CHECKING:
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_STOPPED = 0, 1, 2, 3
 STDERR_LINES = 5
+CANCELED_NAMED = 5
+"""Canceled tasks named per reason by `status`; the rest are counted."""
 RECENT_SECONDS = 60.0
 
 
@@ -99,7 +101,7 @@ def stage_states(store: Store) -> dict[str, str]:
 
 
 def status_report(directory: Path) -> dict[str, object]:
-    """Counts per scale and state, stages, running tasks and failures, read without disturbing a live coordinator.
+    """Counts per scale and state, stages, running, failed and canceled tasks, read without disturbing a coordinator.
 
     Every part is read with SQL that does not walk the campaign's history, so
     the answer takes the same time for 100,000 tasks as for ten: the recent
@@ -110,6 +112,9 @@ def status_report(directory: Path) -> dict[str, object]:
     with Store.open(directory, readonly=True) as store:
         running = store.tasks(states=[TaskState.RUNNING])
         failed = store.tasks(states=[TaskState.FAILED])
+        canceled: dict[str, list[str]] = {}  # reason -> tasks: one user request can cancel thousands at once
+        for record in store.tasks(states=[TaskState.CANCELED]):
+            canceled.setdefault(record.reason or "canceled", []).append(record.id)
         live = coordinator_running(directory)
         cores, gpus = store_capacity(store)
         at_stop = store.events(kind=events.UTILIZATION)
@@ -134,6 +139,7 @@ def status_report(directory: Path) -> dict[str, object]:
                  "stderr": r.stderr, "stderr_tail": tail_lines(r.stderr, STDERR_LINES)}
                 for r in failed
             ],
+            "canceled": [{"reason": reason, "tasks": tasks} for reason, tasks in canceled.items()],
         }
 
 
@@ -183,6 +189,11 @@ def cmd_status(args: argparse.Namespace) -> int:
                       soft_wrap=True)
         for line in failure["stderr_tail"]:
             console.print(f"    {line}", markup=False, highlight=False, soft_wrap=True)
+    for group in report["canceled"]:  # type: ignore[attr-defined]
+        tasks = group["tasks"]
+        named = tasks[0] if len(tasks) == 1 else (
+            f"{len(tasks)} tasks ({', '.join(tasks[:CANCELED_NAMED])}{', ...' if len(tasks) > CANCELED_NAMED else ''})")
+        console.print(f"[yellow]canceled[/yellow] {named}: {group['reason']}", soft_wrap=True)
     return EXIT_OK
 
 

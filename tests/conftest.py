@@ -14,6 +14,7 @@ import signal
 import subprocess
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -49,13 +50,29 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 @pytest.fixture(scope="session")
 def flux_instance(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A two-broker Flux test instance for the whole session; yields its URI, also set as ``FLUX_URI``.
+    """A two-broker Flux test instance for the whole session; yields its URI, also set as ``FLUX_URI``."""
+    with running_flux_instance(tmp_path_factory.mktemp("flux")) as (_, uri):
+        previous = os.environ.get("FLUX_URI")
+        os.environ["FLUX_URI"] = uri
+        try:
+            yield uri
+        finally:
+            if previous is None:
+                del os.environ["FLUX_URI"]
+            else:
+                os.environ["FLUX_URI"] = previous
 
-    The instance runs a shell that publishes ``$FLUX_URI`` and sleeps; it is
-    started in its own session, so that teardown can stop the brokers by
-    signalling that process group (they stop what they run).
+
+@contextlib.contextmanager
+def running_flux_instance(folder: Path) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
+    """Start a two-broker Flux test instance; yield ``flux start``'s process and the instance's URI; stop it after.
+
+    The instance runs a shell that publishes ``$FLUX_URI`` into ``folder`` and
+    sleeps; it is started in its own session, so that teardown can stop the
+    brokers by signalling that process group (they stop what they run). A
+    test may kill the instance itself (an instance restart): teardown then
+    finds the group gone.
     """
-    folder = tmp_path_factory.mktemp("flux")
     uri_file = folder / "uri"
     publish = 'echo "$FLUX_URI" > "$0.partial" && mv "$0.partial" "$0" && exec sleep 86400'
     with open(folder / "broker.log", "wb") as log:
@@ -68,16 +85,7 @@ def flux_instance(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             if process.poll() is not None or time.monotonic() > deadline:
                 pytest.fail(f"`flux start` did not come up: {(folder / 'broker.log').read_text()[-2000:]}")
             time.sleep(0.1)
-        uri = uri_file.read_text().strip()
-        previous = os.environ.get("FLUX_URI")
-        os.environ["FLUX_URI"] = uri
-        try:
-            yield uri
-        finally:
-            if previous is None:
-                del os.environ["FLUX_URI"]
-            else:
-                os.environ["FLUX_URI"] = previous
+        yield process, uri_file.read_text().strip()
     finally:
         stop_process_group(process)
 

@@ -49,7 +49,10 @@ whatever is queued, so no job is ever polled. ``start`` reports a job started;
 ``finish`` (its wait status) or, for a job that never ran, ``clean`` reports it
 finished. A fatal ``exception`` decides the failure kind: ``cancel`` ->
 canceled, ``timeout`` -> walltime, any exception before the job started (an
-allocation Flux cannot make) -> ``submit``. Stopping a job (cancel, walltime)
+allocation Flux cannot make) -> ``submit``. The backend cancels with the note
+:data:`CANCEL_NOTE`, so a cancel without it is an operator's ``flux cancel``:
+the task ends canceled (not failed, not retried: canceling it was the point),
+with a reason that says it was canceled from outside the campaign. Stopping a job (cancel, walltime)
 is Flux's: SIGTERM, then SIGKILL after the instance's kill timeout. The job
 shell reports a task killed by signal N as exit code 128 + N, as Flux's own
 tools read it, so such a code is a ``signal`` failure. The journal is served to
@@ -70,6 +73,18 @@ knows for another job (another instance), is reported lost and requeued. A job
 of this campaign that the dead coordinator submitted but had not yet recorded is
 found by its campaign attribute when the journal replays the active jobs, and
 canceled: its task was requeued, and must not run twice.
+
+Instance lost
+-------------
+An instance that shuts down (``flux shutdown``, its batch job ending early)
+cancels its jobs; one whose brokers are killed leaves the connection broken.
+The backend tells both from an operator's cancel by asking the broker its
+state (``cleanup`` and later: going down; no answer: gone), and then reports
+nothing more of the jobs the instance took down: :meth:`FluxBackend.stop_reason`
+says the instance is gone, the loop stops (exit 3) and records them waiting, and
+``mummi-like resume`` in a new instance runs them again without counting a
+failure. A Flux instance cannot be reconnected to once gone, so the backend
+does not try: a new instance is a new backend.
 
 Submission
 ----------
@@ -120,6 +135,10 @@ DEFAULT_URGENCY = 16
 MAX_URGENCY = 31
 #: How much of a runner's stderr a failure message quotes.
 STDERR_TAIL = 2000
+#: The reason this backend gives Flux when it cancels a job, which tells its cancels from an operator's `flux cancel`.
+CANCEL_NOTE = "canceled by its mummi-like coordinator"
+#: Broker states (``flux uptime``) of an instance on its way down: it cancels its jobs and stops answering.
+GOING_DOWN = frozenset({"cleanup", "shutdown", "finalize", "goodbye", "exit"})
 MISSING_BINDINGS = (
     "the flux backend needs flux-core's Python bindings (`import flux` failed: {error}); run the campaign inside "
     "a Flux instance (`flux start`, `flux batch`, `flux alloc`) with flux's python on PYTHONPATH"
@@ -234,6 +253,8 @@ class FluxBackend(Backend):
         self._base_env: dict[str, str] = {}
         self._tokens = float(self.config.submit_chunk)
         self._refilled = time.monotonic()
+        self._where = ""
+        self._gone: str | None = None  # why the instance can no longer be used, once it is known
 
     # -- life cycle -------------------------------------------------------------------------
 
@@ -269,7 +290,7 @@ class FluxBackend(Backend):
                 "backend follows jobs through the job-manager journal, which only the owner may read. Run the "
                 "campaign in an instance of your own: `flux batch` or `flux alloc`"
             )
-        self._flux, self._handle = flux, handle
+        self._flux, self._handle, self._where, self._gone = flux, handle, where, None
         self._capacity = self._read_capacity(where)
         # When the instance itself ends (a batch allocation's time limit), 0 when it does not.
         self._expiration = float(handle.rpc("resource.status").get()["R"]["execution"].get("expiration", 0.0))
@@ -308,12 +329,13 @@ class FluxBackend(Backend):
         """
         if self._handle is None:
             return
-        if cancel_running:
-            for job in list(self._jobs.values()):
-                self.cancel(job.job_id)
-        self._journal.stop()
-        for future in self._watches:
-            future.cancel()
+        if self._gone is None:  # an instance that went away took its jobs and its journal with it
+            if cancel_running:
+                for job in list(self._jobs.values()):
+                    self.cancel(job.job_id)
+            self._journal.stop()
+            for future in self._watches:
+                future.cancel()
         self._watches.clear()
         self._timer.stop()
         # flux-python closes a handle when the last reference goes; closing it by hand would free it twice.
@@ -352,8 +374,16 @@ class FluxBackend(Backend):
         One ``submit_async`` per job is sent before the first answer is awaited,
         which is how Flux's own ``flux submit --cc`` reaches its rate; the
         ``submit_rate`` throttle still applies job by job.
+
+        Raises
+        ------
+        FluxUnavailable
+            When the instance is gone (see :meth:`stop_reason`): nothing was
+            recorded of these jobs, so a resume submits them again.
         """
         assert self._flux is not None
+        if self._gone is not None and tasks:
+            raise FluxUnavailable(f"{self._gone}; resume the campaign in a running Flux instance")
         pending: list[tuple[TaskSpec, Path, Any] | UnsatisfiableRequest] = []
         for task, attempt in tasks:
             try:
@@ -377,6 +407,8 @@ class FluxBackend(Backend):
                 flux_id = int(future.get_id())
             except OSError as error:
                 if error.errno not in (errno.EINVAL, errno.EPERM):
+                    if self._check_instance() is not None:
+                        raise FluxUnavailable(f"{self._gone}; resume the campaign in a running Flux instance") from error
                     raise
                 outcomes.append(UnsatisfiableRequest(f"Flux refused task {task.id!r}: {error.strerror or error}"))
                 continue
@@ -429,14 +461,14 @@ class FluxBackend(Backend):
 
     def cancel(self, job_id: str) -> None:
         flux_id = self._by_id.get(job_id)
-        if flux_id is not None:
+        if flux_id is not None and self._gone is None:
             self._cancel(flux_id)
 
     def _cancel(self, flux_id: int) -> None:
         assert self._flux is not None
         # "job is inactive": it ended meanwhile, and its end is on its way to wait()
         with contextlib.suppress(FileNotFoundError):
-            self._flux.job.cancel(self._handle, flux_id)
+            self._flux.job.cancel(self._handle, flux_id, CANCEL_NOTE)
 
     # -- restart ------------------------------------------------------------------------------
 
@@ -469,35 +501,67 @@ class FluxBackend(Backend):
     # -- events -------------------------------------------------------------------------------
 
     def wait(self, timeout: float) -> list[BackendEvent]:
-        """Run the reactor until an event is ready or ``timeout`` passes, then drain what is queued."""
+        """Run the reactor until an event is ready or ``timeout`` passes, then drain what is queued.
+
+        Once the instance is gone there is nothing to wait for: it sleeps out
+        ``timeout`` (the loop stops at its next :meth:`stop_reason`).
+        """
         assert self._flux is not None
         reactor = self._handle.get_reactor()
         deadline = time.monotonic() + timeout
         self._drain(reactor)
-        while not self._events and (remaining := deadline - time.monotonic()) > 0:
+        while not self._events and self._gone is None and (remaining := deadline - time.monotonic()) > 0:
             self._timer.reset(after=remaining)
             self._handle.flux_reactor_run(reactor, self._flux.constants.FLUX_REACTOR_ONCE)
             self._timer.stop()
             self._handle.raise_if_exception()
             self._drain(reactor)
-        for flux_id in self._orphans:
-            self._cancel(flux_id)
+        if self._gone is None:
+            for flux_id in self._orphans:
+                self._cancel(flux_id)
+        elif not self._events:
+            time.sleep(max(0.0, deadline - time.monotonic()))
         self._orphans.clear()
         events, self._events = self._events, []
         return events
 
     def _drain(self, reactor: Any) -> None:
-        """Handle every message already received, without blocking."""
+        """Handle every message already received, without blocking; notice a broken connection (the broker died).
+
+        A dead broker leaves the connection readable and in error for good, so
+        without the error check this would spin forever.
+        """
         assert self._flux is not None
-        while self._handle.pollevents() & self._flux.constants.FLUX_POLLIN:
-            self._handle.flux_reactor_run(reactor, self._flux.constants.FLUX_REACTOR_NOWAIT)
+        constants = self._flux.constants
+        while self._gone is None and (ready := self._handle.pollevents()) & constants.FLUX_POLLIN:
+            if ready & constants.FLUX_POLLERR:
+                self._gone = f"lost the connection to the Flux instance at {self._where} (its broker stopped)"
+                return
+            self._handle.flux_reactor_run(reactor, constants.FLUX_REACTOR_NOWAIT)
             self._handle.raise_if_exception()
+
+    def _check_instance(self) -> str | None:
+        """Why the instance can no longer run this campaign's jobs (it is gone, or shutting down), else ``None``.
+
+        Asks the broker for its state (as ``flux uptime`` does); once the
+        instance is found going away, that is remembered: it never comes back
+        under the same handle, and a new one is reached by resuming.
+        """
+        if self._gone is None:
+            try:
+                state = self._handle.rpc("state-machine.get").get()["state"]
+            except OSError as error:
+                self._gone = f"lost the connection to the Flux instance at {self._where}: {error.strerror or error}"
+            else:
+                if state in GOING_DOWN:
+                    self._gone = f"the Flux instance at {self._where} is shutting down (broker state {state!r})"
+        return self._gone
 
     def _on_journal(self, event: Any) -> None:
         """One journal event: update a job of this session, or spot an orphan of a dead coordinator."""
-        if event is None:
-            raise FluxUnavailable("the Flux job-manager journal ended (was the instance shut down?); "
-                                  "resume the campaign once the instance is back")
+        if event is None:  # the journal ends only when the instance does
+            self._gone = self._gone or f"the job-manager journal of the Flux instance at {self._where} ended"
+            return
         job = self._jobs.get(int(event.jobid))
         if job is None:
             if event.name == "submit" and self._is_ours(event.jobspec):
@@ -533,9 +597,16 @@ class FluxBackend(Backend):
             self._finish(job, timestamp)
 
     def stop_reason(self) -> str | None:
-        """Stop when the instance (a batch allocation) ends within ``stop_before`` seconds."""
+        """Stop when the instance (a batch allocation) ends within ``stop_before`` seconds, or is gone.
+
+        An instance that went away (shut down, its broker killed) took its jobs
+        with it: the loop stops, recording them as waiting, and a resume in a
+        new instance runs them again. Flux has no way to hand them over.
+        """
         if self._expiration and self._expiration - time.time() < self.config.stop_before:
             return f"the Flux instance ends in less than {self.config.stop_before:g} s"
+        if self._handle is not None and (gone := self._check_instance()) is not None:
+            return f"{gone}; the tasks it ran were lost and run again at resume"
         return None
 
     def _duration(self, walltime: float | None) -> float | None:
@@ -559,6 +630,10 @@ class FluxBackend(Backend):
         job.done = True
         del self._jobs[job.flux_id]
         del self._by_id[job.job_id]
+        if job.fatal is not None and job.fatal[1] != CANCEL_NOTE and self._check_instance() is not None:
+            # Stopped by its instance going away, not by its own doing: left unreported, the task stays in flight
+            # until the loop stops (stop_reason) and records it waiting, so the next instance runs it uncounted.
+            return
         self._events.append(BackendEvent(job_id=job.job_id, kind="finished", time=ended,
                                          result=self._result(job, ended)))
 
@@ -569,8 +644,8 @@ class FluxBackend(Backend):
         kind, note = job.fatal or ("", "")
         result = TaskResult(job_id=job.job_id, ok=False, started=job.started, ended=ended)
         if job.status is None:  # it never ran
-            result.failure = (Failure(kind="canceled", message="canceled before it started") if kind == "cancel" else
-                              Failure(kind="submit", message=f"Flux could not run the job ({kind} exception): {note}"))
+            result.failure = (Failure(kind="canceled", message=_canceled(note, "before it started")) if kind == "cancel"
+                              else Failure(kind="submit", message=f"Flux could not run the job ({kind} exception): {note}"))
             return result
         result.exit_code, result.signal = decode_status(job.status)
         payload = job.task.payload
@@ -583,7 +658,7 @@ class FluxBackend(Backend):
         detail = f": {note}" if note else ""
         if kind == "cancel":
             result.failure = Failure(kind="canceled", exit_code=result.exit_code, signal=result.signal,
-                                     message="canceled while running")
+                                     message=_canceled(note, "while running"))
         elif kind == "timeout" and self._stopped_by_allocation(job, ended):
             result.failure = Failure(kind="lost", exit_code=result.exit_code, signal=result.signal,
                                      message="stopped at the end of the Flux allocation, before its own walltime")
@@ -627,6 +702,18 @@ class FluxBackend(Backend):
         else:
             result.failure = Failure(kind="exception", exception_types=outcome["exception_types"],
                                      message=outcome["message"])
+
+
+def _canceled(note: str, when: str) -> str:
+    """Why a job was canceled ``when``: by its coordinator (``note`` is :data:`CANCEL_NOTE`), or from outside.
+
+    An operator's ``flux cancel`` ends the task as canceled, not failed, and
+    it is not retried: canceling it was the point. The message says who did it,
+    so that ``status`` does not leave the user wondering.
+    """
+    if note == CANCEL_NOTE:
+        return f"canceled {when}"
+    return f"canceled {when} from outside the campaign (`flux cancel`{f': {note}' if note else ''})"
 
 
 def _if_written(path: Path) -> str | None:

@@ -8,6 +8,7 @@ killed at a walltime of one second, and functions of :mod:`tasks_for_tests`.
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -24,6 +25,7 @@ from mummi_like.backends.base import UnsatisfiableRequest
 from mummi_like.backends.flux import FluxBackend, FluxConfig, FluxUnavailable, urgency
 from mummi_like.store import Store, StoreError
 from mummi_like.tasks import TaskState
+from conftest import running_flux_instance
 from test_local import call, drain, exe, results, run_one, wait_until
 
 HERE = Path(__file__).parent
@@ -281,6 +283,114 @@ def test_kill_9_then_resume_reattaches_instead_of_resubmitting(flux_instance: st
     assert all(after[task_id].attempt == 1 for task_id in before), "and not submitted again"
     executions = log.read_text().splitlines()
     assert sorted(executions) == sorted(after), "every task ran exactly once"
+
+
+
+# -- faults from outside the campaign --------------------------------------------------------------
+
+
+# Each task logs its id and takes a second; a held one then waits while the file `hold` exists.
+OUTSIDE = """
+    name: watched
+    backend: {{plugin: flux}}
+    scales:
+      - name: work
+        plugin: command
+        config:
+          argv: ["sh", "-c", "echo {{task_id}} >> {log}; sleep 1; if [ {{held}} = 1 ]; then while [ -e {hold} ]; do sleep 0.1; done; fi"]
+          parameters: {{held: {held}}}
+    """
+CLI = [sys.executable, "-m", "mummi_like.cli"]
+
+
+def start_campaign(tmp_path: Path, held: list[int]) -> tuple[Path, Path, subprocess.Popen[str]]:
+    """A coordinator running one task per entry of ``held`` (1: held while ``tmp_path/hold`` exists) on FLUX_URI."""
+    log, spec, directory, hold = (tmp_path / name for name in ("executions.log", "campaign.yaml", "run", "hold"))
+    hold.touch()
+    spec.write_text(textwrap.dedent(OUTSIDE.format(log=log, hold=hold, held=held)))
+    coordinator = subprocess.Popen([*CLI, "run", spec, "--dir", directory, "--quiet"],
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return log, directory, coordinator
+
+
+def wait_for_states(directory: Path, coordinator: subprocess.Popen[str], wanted: dict[str, TaskState],
+                    timeout: float = 60) -> dict[str, Any]:
+    """Wait until each task of ``wanted`` is in its state; the tasks' records then."""
+    deadline = time.monotonic() + timeout
+    while True:
+        tasks = store_tasks(directory)
+        if tasks and all(tasks[task_id].state is state for task_id, state in wanted.items()):
+            return tasks
+        assert coordinator.poll() is None, coordinator.communicate()[1]
+        assert time.monotonic() < deadline, f"tasks never reached {wanted}: {tasks}"
+        time.sleep(0.05)
+
+
+@pytest.mark.flux
+def test_a_job_canceled_with_flux_cancel_ends_its_task_canceled_saying_so_and_the_rest_finish(
+        flux_instance: str, tmp_path: Path) -> None:
+    log, directory, coordinator = start_campaign(tmp_path, [1, 0, 0, 0])
+    try:
+        running = wait_for_states(directory, coordinator, {"work.0": TaskState.RUNNING})
+        subprocess.run(["flux", "cancel", "-m", "operator needs the node", running["work.0"].job_id], check=True)
+        _, stderr = coordinator.communicate(timeout=60)
+    finally:
+        coordinator.kill()
+        coordinator.wait()
+    assert coordinator.returncode == 1, stderr  # finished, with a task not done
+    after = store_tasks(directory)
+    assert {task_id: record.state for task_id, record in after.items()} == {
+        "work.0": TaskState.CANCELED, "work.1": TaskState.DONE, "work.2": TaskState.DONE, "work.3": TaskState.DONE}
+    canceled = after["work.0"]
+    assert (canceled.attempt, canceled.failures) == (1, 0), "an operator's cancel is not a failure to retry"
+    assert canceled.reason == ("canceled while running from outside the campaign (`flux cancel`: "
+                               "operator needs the node)")
+    assert sorted(log.read_text().split()) == ["work.0", "work.1", "work.2", "work.3"], "each ran once"
+    status = subprocess.run([*CLI, "status", directory], capture_output=True, text=True, timeout=60, check=True)
+    assert f"canceled work.0: {canceled.reason}" in status.stdout
+
+
+@pytest.mark.flux
+@pytest.mark.slow
+@pytest.mark.parametrize("how", [signal.SIGTERM, signal.SIGKILL], ids=["shut-down", "killed"])
+def test_a_flux_instance_that_goes_away_stops_the_campaign_resumably_and_a_new_one_finishes_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, how: signal.Signals) -> None:
+    # An instance of this test's own: SIGTERM shuts it down as `flux shutdown` would (it cancels its jobs first),
+    # SIGKILL makes its brokers vanish. The session instance other tests use is left alone.
+    (tmp_path / "first").mkdir()
+    with running_flux_instance(tmp_path / "first") as (first, uri):
+        monkeypatch.setenv("FLUX_URI", uri)
+        log, directory, coordinator = start_campaign(tmp_path, [0, 1, 1, 0])
+        try:
+            wait_for_states(directory, coordinator, {"work.0": TaskState.DONE, "work.1": TaskState.RUNNING,
+                                                     "work.2": TaskState.RUNNING, "work.3": TaskState.DONE})
+            os.killpg(first.pid, how)
+            began = time.monotonic()
+            _, stderr = coordinator.communicate(timeout=60)
+        finally:
+            coordinator.kill()
+            coordinator.wait()
+    assert time.monotonic() - began < 30, "the coordinator noticed the instance was gone, and did not hang"
+    assert coordinator.returncode == 3, stderr  # stopped early, resumable
+    assert "Flux instance" in stderr and f"mummi-like resume {directory}" in stderr and "Traceback" not in stderr
+    stopped = store_tasks(directory)
+    assert {stopped[t].state for t in ("work.1", "work.2")} == {TaskState.RETRYING}, "the lost jobs wait to rerun"
+    assert all(record.failures == 0 for record in stopped.values()), "losing the instance is no task's failure"
+
+    (tmp_path / "second").mkdir()
+    with running_flux_instance(tmp_path / "second") as (_, uri):
+        monkeypatch.setenv("FLUX_URI", uri)
+        log.write_text("")  # what runs from here on
+        (tmp_path / "hold").unlink()
+        resumed = subprocess.run([*CLI, "resume", directory, "--quiet"], capture_output=True, text=True, timeout=120)
+    assert resumed.returncode == 0, resumed.stderr
+    after = store_tasks(directory)
+    assert {record.state for record in after.values()} == {TaskState.DONE}
+    assert sorted(log.read_text().split()) == ["work.1", "work.2"], "only the lost tasks ran again, once each"
+    with Store.open(directory, readonly=True) as store:
+        for task_id, record in after.items():
+            assert record.failures == 0
+            assert [state for state, *_ in store.history(task_id)].count(TaskState.DONE) == 1
 
 
 # -- without Flux: these need no broker, so they run everywhere ------------------------------------
