@@ -81,6 +81,7 @@ from mummi_like import plugins
 from mummi_like.backends.base import Backend, BackendConfig
 from mummi_like.scale import Scale
 from mummi_like.selection import Selector
+from mummi_like.store import SYNCHRONOUS, Synchronous
 from mummi_like.tasks import StrictModel
 
 Loc = tuple[str | int, ...]
@@ -178,6 +179,17 @@ class Budgets(StrictModel):
     max_hours: float | None = Field(None, gt=0, description="Stop starting tasks after this many hours of wall time.")
 
 
+class StoreSpec(StrictModel):
+    """How the campaign store writes to disk."""
+
+    synchronous: Synchronous = Field(
+        SYNCHRONOUS, description="SQLite's synchronous setting. `full`: every commit is on disk before the loop goes "
+        "on, so not even a power loss or an OS crash loses a committed result. `normal`: commits survive a crash of "
+        "the coordinator, but a power loss may roll back the last ones (never corrupt the store); for file systems "
+        "where a sync is slow.",
+    )
+
+
 class CampaignSpec(StrictModel):
     """The whole campaign file.
 
@@ -196,6 +208,7 @@ class CampaignSpec(StrictModel):
     couplings: list[CouplingSpec] = Field(default_factory=list, description="Learned promotions between scales.")
     policy: PolicySpec = Field(default_factory=PolicySpec, description="What decides which tasks start next.")
     budgets: Budgets = Field(default_factory=Budgets, description="Limits on tasks, failures and time.")
+    store: StoreSpec = Field(default_factory=StoreSpec, description="How the campaign store writes to disk.")
     python_path: list[Path] = Field(
         default_factory=list,
         description="Folders added to sys.path of Python-callable workers; relative to the spec's folder, and "

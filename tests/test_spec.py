@@ -22,6 +22,7 @@ from mummi_like.spec import (
     ScaleSpec,
     SpecError,
     SpecIssue,
+    StoreSpec,
     inside,
     load_spec,
     load_spec_text,
@@ -96,14 +97,21 @@ def test_defaults_of_the_models() -> None:
     assert spec.backend == BackendSpec(plugin="local", config={})
     assert spec.policy == PolicySpec(plugin="dag", config={})
     assert spec.budgets == Budgets(max_tasks=None, max_failures=None, max_hours=None)
+    assert spec.store == StoreSpec(synchronous="full")
     assert (spec.directory, spec.couplings, spec.python_path, spec.allow_outside_paths) == (None, [], [], False)
     assert spec.scales[0] == ScaleSpec(name="a", plugin="command", config={}, depends_on=[], max_in_flight=None)
 
 
-@pytest.mark.parametrize("model", [BackendSpec, ScaleSpec, CouplingSpec, PolicySpec, Budgets, CampaignSpec])
+@pytest.mark.parametrize("model", [BackendSpec, ScaleSpec, CouplingSpec, PolicySpec, Budgets, StoreSpec, CampaignSpec])
 def test_every_field_is_described_and_unknown_keys_are_refused(model: type[BaseModel]) -> None:
     assert all(field.description for field in model.model_fields.values())
     assert model.model_config["extra"] == "forbid"
+
+
+def test_a_store_synchronous_setting_other_than_normal_or_full_is_refused_naming_both() -> None:
+    path, line, message, hint = one_problem(ONE_SCALE + "store: {synchronous: extra}\n")
+    assert (path, line) == ("store.synchronous", 6)
+    assert "'normal' or 'full'" in message + (hint or "")
 
 
 def test_model_validation_alone_checks_references() -> None:

@@ -319,3 +319,20 @@ def test_task_resources_reads_scale_cores_and_gpus_without_parsing_specs(store: 
     store.add_tasks([spec("small"), big], time=0.0)
     store.flush()
     assert store.task_resources() == {"small": ("s", 1, 0), "big": ("fine", 4, 2)}
+
+
+def synchronous_pragma(store: Store) -> int:
+    """SQLite's synchronous level of the store's own connection (0 OFF, 1 NORMAL, 2 FULL): it is per connection."""
+    return store._conn.execute("PRAGMA synchronous").fetchone()[0]
+
+
+def test_a_store_commits_with_synchronous_full_unless_told_normal(tmp_path: Path) -> None:
+    with Store.open(tmp_path / "default") as durable, Store.open(tmp_path / "fast", synchronous="normal") as fast:
+        assert (synchronous_pragma(durable), synchronous_pragma(fast)) == (2, 1)
+        assert durable._conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_a_synchronous_setting_sqlite_would_take_but_the_store_does_not_offer_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(StoreError, match="synchronous must be one of normal, full, not 'off'"):
+        Store.open(tmp_path, synchronous="off")  # type: ignore[arg-type]
+    assert not (tmp_path / Store.FILENAME).exists()

@@ -407,8 +407,8 @@ class FluxBackend(Backend):
                 flux_id = int(future.get_id())
             except OSError as error:
                 if error.errno not in (errno.EINVAL, errno.EPERM):
-                    if self._check_instance() is not None:
-                        raise FluxUnavailable(f"{self._gone}; resume the campaign in a running Flux instance") from error
+                    if (gone := self._check_instance()) is not None:
+                        raise FluxUnavailable(f"{gone}; resume the campaign in a running Flux instance") from error
                     raise
                 outcomes.append(UnsatisfiableRequest(f"Flux refused task {task.id!r}: {error.strerror or error}"))
                 continue
@@ -644,8 +644,9 @@ class FluxBackend(Backend):
         kind, note = job.fatal or ("", "")
         result = TaskResult(job_id=job.job_id, ok=False, started=job.started, ended=ended)
         if job.status is None:  # it never ran
-            result.failure = (Failure(kind="canceled", message=_canceled(note, "before it started")) if kind == "cancel"
-                              else Failure(kind="submit", message=f"Flux could not run the job ({kind} exception): {note}"))
+            result.failure = (
+                Failure(kind="canceled", message=_canceled(note, "before it started")) if kind == "cancel"
+                else Failure(kind="submit", message=f"Flux could not run the job ({kind} exception): {note}"))
             return result
         result.exit_code, result.signal = decode_status(job.status)
         payload = job.task.payload

@@ -188,7 +188,7 @@ class Campaign:
             )
         cls._check_dependencies(tasks, known=set())
         directory.mkdir(parents=True, exist_ok=True)
-        store = Store.open(directory)
+        store = Store.open(directory, synchronous=resolved.spec.store.synchronous)
         store.set_meta(SPEC_META, {"text": spec_text, "source": str(resolved.source)})
         campaign = cls(resolved, store, reporter, scales)
         now = time.time()
@@ -219,7 +219,7 @@ class Campaign:
             raise CampaignError(f"{directory} holds no campaign spec; it was not made by `mummi-like run`")
         resolved = load_spec_text(saved["text"], Path(saved["source"]), directory=directory)
         scales, _ = build_scales(resolved, create_tasks=False)
-        return cls(resolved, Store.open(directory), reporter, scales)
+        return cls(resolved, Store.open(directory, synchronous=resolved.spec.store.synchronous), reporter, scales)
 
     @staticmethod
     def _check_dependencies(tasks: list[TaskSpec], known: set[str]) -> None:

@@ -355,3 +355,20 @@ def test_stage_that_cannot_open_stops_the_campaign_resumably_and_keeps_what_was_
             "square": "open", "report": "waiting for total",
             "total": "could not open: the upstream results are not what this stage expects",
         }
+
+
+@pytest.mark.parametrize("setting, level", [(None, 2), ("normal", 1), ("full", 2)])
+def test_the_campaign_store_syncs_as_the_spec_says_at_create_and_at_resume(
+        tmp_path: Path, setting: str | None, level: int) -> None:
+    spec = write_spec(tmp_path / "spec", f"""
+        name: durable
+        scales: [{{name: a, plugin: command, config: {{argv: ["true"]}}}}]
+        {"" if setting is None else f"store: {{synchronous: {setting}}}"}
+        """)
+    levels = []
+    for campaign in (lambda: Campaign.from_text(spec.read_text(), spec, tmp_path / "run"),
+                     lambda: Campaign.resume(tmp_path / "run", Reporter())):
+        store = campaign().store
+        levels.append(store._conn.execute("PRAGMA synchronous").fetchone()[0])
+        store.close()
+    assert levels == [level, level]
