@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -29,3 +30,13 @@ def test_utilization_benchmark_prints_the_steady_state_figure_and_writes_a_repor
     assert result.returncode == 0, result.stderr
     assert "steady state" in result.stdout and ">= 98%" in result.stdout
     assert (tmp_path / "report" / "index.html").exists()
+
+
+def test_durability_benchmark_prints_both_synchronous_settings_and_their_ratio() -> None:
+    result = subprocess.run(
+        [sys.executable, str(BENCH / "durability.py"), "--scale", "0.02", "--repeat", "1"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    for row in ("(a) no-op Python", "(b) /bin/true", "one commit of 10 changes"):
+        assert re.search(rf"{re.escape(row)} +│ NORMAL .*\n.*{re.escape(row)} +│ FULL .*│ +\d+\.\d\dx │", result.stdout)
