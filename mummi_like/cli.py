@@ -158,11 +158,15 @@ def _utilization_line(utilization: dict[str, float | int | None]) -> str | None:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    """Show where a campaign stands."""
-    report = status_report(Path(args.directory).resolve())
+    """Show where a campaign stands, and with ``--check`` whether its store is sound."""
+    directory = Path(args.directory).resolve()
+    report = status_report(directory)
+    if args.check:
+        with Store.open(directory, readonly=True) as store:
+            report["integrity_problems"] = store.check_integrity()
     if args.json:
         print(json.dumps(report, indent=2))
-        return EXIT_OK
+        return EXIT_FAILED if report.get("integrity_problems") else EXIT_OK
     console = Console()
     counts: dict[str, dict[str, int]] = report["counts"]  # type: ignore[assignment]
     states = [state.value for state in TaskState if any(state.value in c for c in counts.values())]
@@ -194,7 +198,13 @@ def cmd_status(args: argparse.Namespace) -> int:
         named = tasks[0] if len(tasks) == 1 else (
             f"{len(tasks)} tasks ({', '.join(tasks[:CANCELED_NAMED])}{', ...' if len(tasks) > CANCELED_NAMED else ''})")
         console.print(f"[yellow]canceled[/yellow] {named}: {group['reason']}", soft_wrap=True)
-    return EXIT_OK
+    if not args.check:
+        return EXIT_OK
+    problems: list[str] = report["integrity_problems"]  # type: ignore[assignment]
+    for problem in problems:
+        console.print(f"integrity problem: {problem}", markup=False, highlight=False, soft_wrap=True)
+    console.print("store integrity: " + (f"{len(problems)} problem(s)" if problems else "ok"), highlight=False)
+    return EXIT_FAILED if problems else EXIT_OK
 
 
 def cmd_cancel(args: argparse.Namespace) -> int:
@@ -292,6 +302,8 @@ def build_parser() -> argparse.ArgumentParser:
     status = commands.add_parser("status", help="counts per scale and state, running tasks, failures")
     status.add_argument("directory", type=Path)
     status.add_argument("--json", action="store_true", help="machine-readable output")
+    status.add_argument("--check", action="store_true",
+                        help="also check the store's integrity (reads the whole history; exit 1 on a problem)")
     status.set_defaults(handler=cmd_status)
 
     cancel = commands.add_parser("cancel", help="cancel a campaign's tasks (all, or by --task/--scale)")

@@ -40,12 +40,14 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal, NamedTuple, get_args
 
+from mummi_like.crashpoints import crash_point
 from mummi_like.tasks import TaskResult, TaskSpec, TaskState
 
 SCHEMA_VERSION = 3
@@ -530,6 +532,7 @@ class Store:
                                         ("delete", _DELETE_CANDIDATE)):
                     conn.executemany(statement, (row for op, row in self._candidates.values() if op == kind))
                 conn.executemany(_UPSERT_SELECTOR_STATE, self._selector_states.items())
+                crash_point("store.commit")
                 conn.execute("COMMIT")
             except BaseException:
                 if conn.in_transaction:
@@ -764,6 +767,60 @@ class Store:
         """The committed state of ``selector``, or ``None`` when it never saved one."""
         row = self._conn.execute("SELECT state FROM selector_state WHERE selector = ?", (selector,)).fetchone()
         return None if row is None else json.loads(row[0])
+
+    def check_integrity(self) -> list[str]:
+        """Problems with the committed store, one sentence each; empty when it is sound.
+
+        Beyond SQLite's own page-level check, this checks what the campaign
+        promises after any crash: every task has its spec and a history that
+        ends in its current state, a final state is never followed by another
+        (nothing runs twice), attempts never go back, no task is done before
+        the tasks it depends on, and no history row belongs to an unknown
+        task. It reads one snapshot, so it is safe beside a running coordinator.
+        """
+        problems = [f"SQLite: {row[0]}" for row in self._conn.execute("PRAGMA integrity_check") if row[0] != "ok"]
+        if problems:
+            return problems
+        with self._snapshot():
+            specs = {task_id: json.loads(spec) for task_id, spec in self._conn.execute("SELECT id, spec FROM specs")}
+            states = dict(self._conn.execute("SELECT id, state FROM tasks").fetchall())
+            history: dict[str, list[tuple[int, str]]] = {}
+            for task_id, attempt, state in self._conn.execute(
+                "SELECT task_id, attempt, state FROM history ORDER BY seq"
+            ):
+                history.setdefault(task_id, []).append((attempt, state))
+        final = {state.value for state in TaskState if state.is_final}
+        problems += [f"task {task_id} has no spec" for task_id in states.keys() - specs.keys()]
+        problems += [f"spec {task_id} has no task row" for task_id in specs.keys() - states.keys()]
+        problems += [f"history rows of unknown task {task_id}" for task_id in history.keys() - states.keys()]
+        for task_id, state in states.items():
+            rows = history.get(task_id, [])
+            if rows and rows[-1][1] != state:
+                problems.append(f"task {task_id} is {state} but its history ends {rows[-1][1]}")
+            ended = next((i for i, (_, row_state) in enumerate(rows) if row_state in final), None)
+            if ended is not None and ended != len(rows) - 1:
+                problems.append(f"task {task_id} changed state after it ended {rows[ended][1]}")
+            attempts = [attempt for attempt, _ in rows]
+            if attempts != sorted(attempts):
+                problems.append(f"task {task_id} has attempts out of order: {attempts}")
+            if state == TaskState.DONE.value:
+                undone = [dep for dep in specs.get(task_id, {}).get("depends_on", [])
+                          if states.get(dep) != TaskState.DONE.value]
+                if undone:
+                    problems.append(f"task {task_id} is done but its dependencies {', '.join(undone)} are not")
+        return problems
+
+    @contextmanager
+    def _snapshot(self) -> Iterator[None]:
+        """Hold one read transaction, so that several queries see the same committed state."""
+        if self._conn.in_transaction:  # a writer's open transaction already is one snapshot
+            yield
+            return
+        self._conn.execute("BEGIN")
+        try:
+            yield
+        finally:
+            self._conn.execute("COMMIT")
 
     # -- life cycle ------------------------------------------------------------
 

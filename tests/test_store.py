@@ -336,3 +336,26 @@ def test_a_synchronous_setting_sqlite_would_take_but_the_store_does_not_offer_is
     with pytest.raises(StoreError, match="synchronous must be one of normal, full, not 'off'"):
         Store.open(tmp_path, synchronous="off")  # type: ignore[arg-type]
     assert not (tmp_path / Store.FILENAME).exists()
+
+
+def test_integrity_check_passes_a_sound_store_and_names_each_broken_promise(tmp_path: Path) -> None:
+    with Store.open(tmp_path) as store:
+        store.add_tasks([spec("a"), spec("b").model_copy(update={"depends_on": ["a"]})], 1.0)
+        store.transition("a", TaskState.QUEUED, 2.0, attempt=1, job_id="j1")
+        store.transition("a", TaskState.DONE, 3.0)
+        store.flush()
+        assert store.check_integrity() == []
+    with sqlite3.connect(tmp_path / Store.FILENAME) as conn:  # what a crash must never leave behind
+        conn.execute("UPDATE tasks SET state = 'done' WHERE id = 'b'")
+        conn.execute("INSERT INTO history (task_id, attempt, state, time) VALUES ('a', 0, 'running', 4.0)")
+        conn.execute("INSERT INTO history (task_id, attempt, state, time) VALUES ('ghost', 1, 'done', 4.0)")
+        conn.execute("UPDATE tasks SET state = 'running' WHERE id = 'a'")
+    with Store.open(tmp_path, readonly=True) as store:
+        problems = store.check_integrity()
+    assert sorted(problems) == [
+        "history rows of unknown task ghost",
+        "task a changed state after it ended done",
+        "task a has attempts out of order: [0, 1, 1, 0]",
+        "task b is done but its dependencies a are not",
+        "task b is done but its history ends created",
+    ]

@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from mummi_like import events
+from mummi_like.crashpoints import crash_point
 from mummi_like.scale import Feedback, PromotedFrame, Scale
 from mummi_like.selection import Selector, SelectorContext
 from mummi_like.spec import CouplingSpec
@@ -130,6 +131,7 @@ class Coupling:
         if frames:
             # The tailer's position is saved only once the frames it delivered are committed.
             self.store.flush()
+            crash_point("coupling.ingest")
             self.store.set_meta(STREAM_STATE.format(name=self.name), self.tailer.state())
         new_tasks = [*self._training(), *self._promotions()]
         return RoundResult(len(frames), len(rejected), new_tasks)

@@ -39,6 +39,7 @@ from mummi_like.campaign.control import CANCEL_FILE, SPEC_META, CampaignError, c
 from mummi_like.campaign.policy import Load, Policy
 from mummi_like.campaign.reporting import Reporter
 from mummi_like.campaign.stats import LoopStats
+from mummi_like.crashpoints import crash_point
 from mummi_like.scale import DoneTask, Scale, ScaleContext
 from mummi_like.spec import ResolvedCampaign, load_spec_text
 from mummi_like.store import Store, StoreError
@@ -431,6 +432,7 @@ class Campaign:
             self._opened.add(name)
             self.store.log_event(events.STAGE_OPENED, now, scale=name, tasks=len(new))
             self._add_tasks(new, now)
+            crash_point("stage.open")
         return True
 
     def _build_couplings(self) -> None:
@@ -487,7 +489,9 @@ class Campaign:
         # event can change that, so the loop may block instead of spinning.
         self._chunk_was_full = len(admitted) == room
         attempts = [(spec, self.entries[spec.id].attempt + 1) for spec in admitted]
-        for (spec, attempt), outcome in zip(attempts, self.backend.submit_many(attempts), strict=True):
+        outcomes = self.backend.submit_many(attempts)
+        crash_point("loop.submit")
+        for (spec, attempt), outcome in zip(attempts, outcomes, strict=True):
             entry = self.entries[spec.id]
             if isinstance(outcome, UnsatisfiableRequest):
                 self._final_failure(entry, now, str(outcome), attempt=attempt)
