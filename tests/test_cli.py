@@ -340,3 +340,25 @@ def test_status_answers_at_once_while_another_connection_holds_the_write_lock(tm
         writer.execute("ROLLBACK")
         writer.close()
     assert report["counts"] == {"work": {"done": 3}}
+
+
+def test_status_check_passes_a_sound_store_and_fails_naming_what_is_broken(tmp_path: Path) -> None:
+    spec = spec_file(tmp_path, """
+        name: checked
+        scales:
+          - name: work
+            plugin: command
+            config: {argv: ["true"], parameters: {i: [1, 2]}}
+        """)
+    directory = tmp_path / "run"
+    mummi("run", spec, "--dir", directory, "--quiet", check=True)
+    sound = mummi("status", directory, "--check")
+    assert sound.returncode == 0 and "store integrity: ok" in sound.stdout
+    with sqlite3.connect(directory / Store.FILENAME) as conn:  # a state change without its history row
+        conn.execute("UPDATE tasks SET state = 'running' WHERE id = 'work.1'")
+    broken = mummi("status", directory, "--check")
+    assert broken.returncode == 1
+    assert "integrity problem: task work.1 is running but its history ends done" in broken.stdout
+    assert json.loads(mummi("status", directory, "--check", "--json").stdout)["integrity_problems"] == [
+        "task work.1 is running but its history ends done"
+    ]
