@@ -68,13 +68,15 @@ def running_flux_instance(folder: Path) -> Iterator[tuple[subprocess.Popen[bytes
     """Start a two-broker Flux test instance; yield ``flux start``'s process and the instance's URI; stop it after.
 
     The instance runs a shell that publishes ``$FLUX_URI`` into ``folder`` and
-    sleeps; it is started in its own session, so that teardown can stop the
-    brokers by signalling that process group (they stop what they run). A
-    test may kill the instance itself (an instance restart): teardown then
-    finds the group gone.
+    waits as long as its broker lives; it is started in its own session, so
+    that teardown can stop the brokers by signalling that process group (they
+    stop what they run). A test may kill the instance itself (an instance
+    restart): teardown then finds the group gone, and the shell, which Flux
+    runs in a process group of its own, ends within a second of its broker.
     """
     uri_file = folder / "uri"
-    publish = 'echo "$FLUX_URI" > "$0.partial" && mv "$0.partial" "$0" && exec sleep 86400'
+    publish = ('echo "$FLUX_URI" > "$0.partial" && mv "$0.partial" "$0" && '
+               'while kill -0 "$PPID" 2>/dev/null; do sleep 1; done')
     with open(folder / "broker.log", "wb") as log:
         process = subprocess.Popen(["flux", "start", "--test-size=2", "sh", "-c", publish, str(uri_file)],
                                    stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
