@@ -90,12 +90,28 @@ Loc = tuple[str | int, ...]
 _NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
 _DEFER_REFERENCES = "defer_references"
 """Validation-context key with which :func:`load_spec` checks references itself, to report each at its own path."""
+MAX_NAME_LENGTH = 100
+"""Most characters in a campaign, scale or coupling name: it names folders, whose names a file system limits to 255
+bytes, and task ids built from it."""
+MAX_TEXT = 1000
+"""Most characters of a problem's message or hint shown; longer ones (echoing a huge value) are cut in the middle."""
+MAX_DEPTH = 50
+"""Most levels of lists and mappings a spec may nest. Real specs use fewer than ten; the limit keeps every walk
+over the data (which recurses) far from Python's recursion limit, whatever the input."""
+MAX_VALUES = 1_000_000
+"""Most values (scalars, lists and mappings) a spec may hold once its aliases are expanded. A few aliases that
+each repeat the previous one stand for billions of values (the "billion laughs"), which would take hours to walk."""
 
 
 def _identifier(value: str) -> str:
-    if not _NAME_RE.match(value):
+    if not _NAME_RE.fullmatch(value):  # fullmatch: `$` alone would let a trailing newline through
         raise ValueError(
-            f"{value!r} is not a valid name: use letters, digits, '_' and '-', starting with a letter or '_'"
+            f"{_clip(repr(value))} is not a valid name: use letters, digits, '_' and '-', starting with a letter or '_'"
+        )
+    if len(value) > MAX_NAME_LENGTH:
+        raise ValueError(
+            f"a name of {len(value)} characters is too long: names become folder names and task ids, so they have "
+            f"at most {MAX_NAME_LENGTH}"
         )
     return value
 
@@ -228,7 +244,7 @@ class CampaignSpec(StrictModel):
             dict(enumerate(self.couplings)),
         )
         if problems:
-            raise ValueError("; ".join(f"{_format_loc(p.loc)}: {p.message}" for p in problems))
+            raise ValueError("; ".join(f"{yaml_path(p.loc)}: {p.message}" for p in problems))
         return self
 
 
@@ -378,13 +394,41 @@ def inside(root: Path, relative: str | Path) -> Path:
     Raises
     ------
     ValueError
-        The resolved path escapes ``root`` (through ``..``, an absolute path or a symlink).
+        The resolved path escapes ``root`` (through ``..``, an absolute path or a
+        symlink), or cannot be resolved (:func:`resolved`).
     """
-    base = Path(root).resolve()
-    target = (base / relative).resolve()
+    base = resolved(Path(root))
+    target = resolved(base / relative)
     if not target.is_relative_to(base):
         raise ValueError(f"path {str(relative)!r} resolves to {target}, which is outside {base}")
     return target
+
+
+def resolved(path: Path) -> Path:
+    """``path`` made absolute with every symlink resolved, or a ValueError that says why it cannot be.
+
+    ``Path.resolve`` raises ``RuntimeError`` for a symlink loop and
+    ``ValueError`` for a NUL character, and a name the file system refuses (too
+    long) raises ``OSError`` at the first look-up: a path taken from a spec or a
+    plugin's config must turn each into a message about that path, not a
+    traceback. Once resolved here, looking the path up (``exists``, ``is_dir``)
+    no longer raises.
+
+    Raises
+    ------
+    ValueError
+        Naming the path and the reason.
+    """
+    try:
+        path = path.resolve()
+        path.exists()  # raises for a name the file system refuses, which resolve() lets through
+        return path
+    except RuntimeError:  # what pathlib raises for a symlink loop
+        raise ValueError(f"path {str(path)!r} leads into a loop of symlinks; fix or remove the link") from None
+    except OSError as error:
+        raise ValueError(f"path {str(path)!r} cannot be resolved: {error.strerror}") from None
+    except ValueError:
+        raise ValueError(f"path {str(path)!r} holds a NUL character (\\0), which no path can hold") from None
 
 
 # --- problems and where they are -------------------------------------------------------------------------------
@@ -398,11 +442,33 @@ class _Problem(NamedTuple):
     """Set when the problem is about YAML text rather than a data node (syntax errors, duplicate keys)."""
 
 
-def _format_loc(loc: Loc) -> str:
+def yaml_path(loc: Loc) -> str:
+    """``loc`` written as :attr:`SpecIssue.path` writes it: ``scales[1].config.argv``, ``<root>`` for the document.
+
+    A key that would not read as one part of such a path (a space, a dot, a
+    bracket, a line break, nothing at all, a key YAML read as a number) is
+    quoted in brackets, ``env['A B']``, ``config[1.5]``, so that a path always
+    fits on its line and names one node.
+    """
     text = ""
     for part in loc:
-        text += f"[{part}]" if isinstance(part, int) else f".{part}" if text else str(part)
+        if isinstance(part, int):
+            text += f"[{part}]"
+        elif not isinstance(part, str) or not part or not part.isprintable() or any(
+            separator in part for separator in " .[]'\""
+        ):
+            text += f"[{_clip(repr(part))}]"
+        else:
+            text += f".{_clip(part)}" if text else _clip(part)
     return text or "<root>"
+
+
+def _clip(text: str, limit: int = MAX_TEXT) -> str:
+    """``text``, cut in the middle to at most about ``limit`` characters, saying how many were left out."""
+    if len(text) <= limit:
+        return text
+    keep = limit // 2
+    return f"{text[:keep]}...({len(text) - 2 * keep} characters left out)...{text[-keep:]}"
 
 
 def _line(root: yaml.Node | None, loc: Loc) -> int | None:
@@ -429,7 +495,8 @@ def _issues(problems: list[_Problem], root: yaml.Node | None, source: Path) -> l
     issues: list[SpecIssue] = []
     for problem in problems:
         line = problem.line if problem.line is not None else _line(root, problem.loc)
-        issue = SpecIssue(_format_loc(problem.loc), line, problem.message, problem.hint, source)
+        hint = None if problem.hint is None else _clip(problem.hint)
+        issue = SpecIssue(yaml_path(problem.loc), line, _clip(problem.message), hint, source)
         if issue not in issues:
             issues.append(issue)
     return sorted(issues, key=lambda issue: issue.line if issue.line is not None else 0)
@@ -456,12 +523,20 @@ def _did_you_mean(word: str, choices: Sequence[str], noun: str) -> str:
 
 def _parse(text: str, problems: list[_Problem]) -> tuple[yaml.Node | None, Any]:
     """Compose and construct one YAML document, keeping the nodes for line numbers."""
-    loader = yaml.SafeLoader(text)
+    try:
+        loader = yaml.SafeLoader(text)
+    except yaml.reader.ReaderError as error:  # the reader checks every character of a text at once, here
+        problems.append(_unprintable_problem(error, text))
+        return None, None
     try:
         root = loader.get_single_node()
         if root is None:
             problems.append(_Problem((), "the spec is empty", "start with `name: my-campaign` and a `scales:` list", 1))
             return None, None
+        oversized = _extent_problem(root)
+        if oversized is not None:
+            problems.append(oversized)
+            return None, None  # nothing below may walk it
         structural = _node_problems(root, (), frozenset())
         recursive = [p for p in structural if p.line is None]
         problems.extend(p._replace(line=_line(root, p.loc)) if p.line is None else p for p in structural)
@@ -471,8 +546,85 @@ def _parse(text: str, problems: list[_Problem]) -> tuple[yaml.Node | None, Any]:
     except yaml.YAMLError as error:
         problems.append(_yaml_problem(error))
         return None, None
+    except RecursionError:  # PyYAML composes nested nodes recursively: a few hundred levels exhaust the stack
+        mark = loader.get_mark()
+        problems.append(
+            _Problem((), f"lists and mappings nested more than {MAX_DEPTH} levels deep, at column {mark.column + 1}",
+                     _TOO_DEEP_HINT, mark.line + 1)
+        )
+        return None, None
     finally:
         loader.dispose()
+
+
+_TOO_DEEP_HINT = "a spec needs a few levels; look for brackets or braces that are opened and never closed"
+
+
+class _Oversized(Exception):
+    """Raised inside :func:`_extent_problem` with the problem to report."""
+
+    def __init__(self, problem: _Problem) -> None:
+        super().__init__(problem.message)
+        self.problem = problem
+
+
+def _extent_problem(root: yaml.Node) -> _Problem | None:
+    """The problem with a document nested deeper than :data:`MAX_DEPTH` or holding more than :data:`MAX_VALUES`
+    values once its aliases are expanded; ``None`` when it has neither.
+
+    Each node is measured once (an alias is the same node object as its anchor)
+    and the descent stops at the limit, so this takes time linear in the text
+    and a bounded stack, however the aliases multiply.
+    """
+    extents: dict[int, tuple[int, int]] = {}  # id(node) -> (values, levels) of the node with its aliases expanded
+
+    def extent(node: yaml.Node, loc: Loc) -> tuple[int, int]:
+        known = extents.get(id(node))
+        if known is None:
+            extents[id(node)] = (1, 1)  # a node that contains itself counts once here; _node_problems reports it
+            if len(loc) > MAX_DEPTH:
+                raise _Oversized(_Problem(loc[:1], f"lists and mappings nested more than {MAX_DEPTH} levels deep",
+                                          _TOO_DEEP_HINT, node.start_mark.line + 1))
+            children: list[tuple[str | int, yaml.Node]] = []
+            if isinstance(node, yaml.MappingNode):
+                for key, value in node.value:
+                    part = key.value if isinstance(key, yaml.ScalarNode) else "?"
+                    children += [(part, key), (part, value)]
+            elif isinstance(node, yaml.SequenceNode):
+                children = list(enumerate(node.value))
+            values, levels = 1, 0
+            for part, child in children:
+                child_values, child_levels = extent(child, (*loc, part))
+                values, levels = values + child_values, max(levels, child_levels)
+            known = extents[id(node)] = (values, levels + 1)
+        if len(loc) + known[1] - 1 > MAX_DEPTH:
+            raise _Oversized(_Problem(loc[:1], f"lists and mappings nested more than {MAX_DEPTH} levels deep "
+                                      "(through aliases)", _TOO_DEEP_HINT, node.start_mark.line + 1))
+        if known[0] > MAX_VALUES:
+            raise _Oversized(_Problem(loc, f"holds more than {MAX_VALUES:,} values, each alias (*name) counted as "
+                                      "the values it repeats", "give long inputs as a file (a library file) or as a "
+                                      "product of parameters; aliases that repeat other aliases multiply",
+                                      node.start_mark.line + 1))
+        return known
+
+    try:
+        extent(root, ())
+    except _Oversized as oversized:
+        return oversized.problem
+    return None
+
+
+def _unprintable_problem(error: yaml.reader.ReaderError, text: str) -> _Problem:
+    """A character YAML does not allow in a document (a control character, say), located in ``text``."""
+    before = text[: error.position]
+    line, column = before.count("\n") + 1, error.position - (before.rfind("\n") + 1) + 1
+    character = error.character if isinstance(error.character, int) else ord(error.character)
+    return _Problem(
+        (),
+        f"invalid YAML: the character U+{character:04X} is not allowed in a YAML file, at column {column}",
+        f"remove it, or write it as an escape in a double-quoted string (\"\\u{character:04x}\")",
+        line,
+    )
 
 
 def _yaml_problem(error: yaml.YAMLError) -> _Problem:
@@ -482,7 +634,11 @@ def _yaml_problem(error: yaml.YAMLError) -> _Problem:
     message = f"invalid YAML: {problem}" + (f" ({context})" if context else "")
     if mark is not None:
         message += f" at column {mark.column + 1}"
-    if isinstance(error, yaml.constructor.ConstructorError):
+    if "unhashable key" in problem:
+        hint = "a key must be plain text; a list or a mapping can be a value, not a key"
+    elif "for merging" in problem:
+        hint = "`<<:` merges mappings into this one: give it an alias of a mapping (`<<: *defaults`) or a list of them"
+    elif isinstance(error, yaml.constructor.ConstructorError):
         hint = "only plain YAML is allowed; remove the `!tag` (there are no !!python tags)"
     elif "'\\t'" in problem:  # PyYAML quotes the tab it found as '\t'
         hint = "YAML indents with spaces only; replace the tab with spaces"
@@ -545,7 +701,15 @@ _EXPANSION = re.compile(
 
 
 def _expand(value: Any, loc: Loc, problems: list[_Problem]) -> tuple[Any, set[Loc]]:
-    """``value`` with ``${env:...}`` expanded in every string, and the locations that could not be expanded."""
+    """``value`` with ``${env:...}`` expanded in every string, and the locations that could not be expanded.
+
+    A NUL character is refused in every string and key: no program argument,
+    path or environment variable can carry one, so it could only fail later, in
+    a task, with a confusing message (or in the coordinator, with a traceback).
+    """
+    if isinstance(value, str) and "\x00" in value:
+        problems.append(_Problem(loc, "holds a NUL character (\\0)", _NUL_HINT))
+        return value, {loc}
     if isinstance(value, str):
         found: list[_Problem] = []
         expanded = _EXPANSION.sub(lambda match: _substitute(match, loc, found), value)
@@ -555,6 +719,9 @@ def _expand(value: Any, loc: Loc, problems: list[_Problem]) -> tuple[Any, set[Lo
     if isinstance(value, dict):
         result = {}
         for key, item in value.items():
+            if isinstance(key, str) and "\x00" in key:
+                problems.append(_Problem((*loc, key), "this key holds a NUL character (\\0)", _NUL_HINT))
+                failed.add((*loc, key))  # what validation says of the key was said here
             result[key], bad = _expand(item, (*loc, key), problems)
             failed |= bad
         return result, failed
@@ -566,6 +733,9 @@ def _expand(value: Any, loc: Loc, problems: list[_Problem]) -> tuple[Any, set[Lo
             failed |= bad
         return items, failed
     return value, failed
+
+
+_NUL_HINT = "no program argument, path or environment variable can hold one; remove the \\0 escape"
 
 
 def _substitute(match: re.Match[str], loc: Loc, found: list[_Problem]) -> str:
@@ -641,6 +811,8 @@ def _data_loc(data: Any, raw: Loc, keep_last: bool) -> Loc:
     kept: list[str | int] = []
     node = data
     for index, part in enumerate(raw):
+        if isinstance(node, dict) and part not in node:  # pydantic writes a key YAML read as a number as text
+            part = next((key for key in node if not isinstance(key, str) and str(key) == part), part)
         if _has(node, part):
             node = node[part]
             kept.append(part)
@@ -946,47 +1118,70 @@ class _Resolver:
         return self._validate(model, config, loc)
 
     def _python_path(self, entries: list[Path], allow_outside: bool) -> list[Path]:
-        resolved = []
+        folders = []
         for index, entry in enumerate(entries):
             loc: Loc = ("python_path", index)
-            if self._tilde(entry, loc):
+            path = self._usable(entry, loc, self.spec_dir)
+            if path is None:
                 continue
-            try:
-                path = inside(self.spec_dir, entry)
-            except ValueError:
-                path = (self.spec_dir / entry).resolve()
-                if not allow_outside:
-                    self.problems.append(
-                        _Problem(
-                            loc,
-                            f"python_path entry {str(entry)!r} resolves to {path}, outside the spec's folder "
-                            f"{self.spec_dir}",
-                            "keep the code next to the spec, or set `allow_outside_paths: true` if it must come "
-                            "from elsewhere",
-                        )
+            if not allow_outside and not path.is_relative_to(self.spec_dir):
+                self.problems.append(
+                    _Problem(
+                        loc,
+                        f"python_path entry {str(entry)!r} resolves to {path}, outside the spec's folder "
+                        f"{self.spec_dir}",
+                        "keep the code next to the spec, or set `allow_outside_paths: true` if it must come "
+                        "from elsewhere",
                     )
-                    continue
+                )
+                continue
             if not path.is_dir():
                 message = f"python_path entry {str(entry)!r} is not a folder ({path})"
                 self.problems.append(_Problem(loc, message, "create it or fix the path"))
                 continue
-            resolved.append(path)
-        return resolved
+            folders.append(path)
+        return folders
 
     def _directory(self, spec: CampaignSpec, override: Path | None) -> Path | None:
-        if override is not None:
-            return Path(override).resolve()
-        if spec.directory is None:
-            return (self.spec_dir / "runs" / spec.name).resolve()
-        if self._tilde(spec.directory, ("directory",)):
-            return None
-        return (self.spec_dir / spec.directory).resolve()
+        """The campaign directory: the CLI's override (relative to the current directory), the spec's
+        ``directory`` (relative to the spec's folder; anywhere the user wants it), or ``runs/<name>``.
 
-    def _tilde(self, path: Path, loc: Loc) -> bool:
-        """Report (and return ``True`` for) a path starting with ``~``, which is never expanded."""
-        if not str(path).startswith("~"):
-            return False
-        self.problems.append(
-            _Problem(loc, f"path {str(path)!r} starts with '~', which is not expanded", "write ${env:HOME}/... instead")
-        )
-        return True
+        Refused when it cannot be created because a part of it is a file.
+        """
+        loc: Loc = ("directory",)
+        if override is not None:
+            path = self._usable(Path(override), loc, Path.cwd())
+        else:
+            path = self._usable(spec.directory or Path("runs") / spec.name, loc, self.spec_dir)
+        if path is None:
+            return None
+        existing = next(folder for folder in (path, *path.parents) if folder.exists())
+        if not existing.is_dir():
+            self.problems.append(
+                _Problem(loc, f"the campaign directory {path} cannot be created: {existing} is a file",
+                         "choose a directory that no file is in the way of")
+            )
+            return None
+        return path
+
+    def _usable(self, path: Path, loc: Loc, base: Path) -> Path | None:
+        """``path`` resolved against ``base``, or ``None`` after reporting why it cannot be used.
+
+        A path whose text was reported already (an unset variable, a NUL
+        character) is skipped; one starting with ``~`` is refused, since ``~`` is
+        never expanded; one that cannot be resolved (a symlink loop, a name too
+        long) is reported with the reason.
+        """
+        if loc in self.unexpanded:
+            return None
+        if str(path).startswith("~"):
+            self.problems.append(
+                _Problem(loc, f"path {str(path)!r} starts with '~', which is not expanded",
+                         "write ${env:HOME}/... instead")
+            )
+            return None
+        try:
+            return resolved(base / path)
+        except ValueError as error:
+            self.problems.append(_Problem(loc, str(error), None))
+            return None

@@ -14,7 +14,7 @@ import enum
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 _CALLABLE_RE = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*:[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*$")
 _TASK_ID_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$")
@@ -110,13 +110,29 @@ class RetryPolicy(StrictModel):
         return failure.kind == "signal" and not self.exit_codes
 
 
+_ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def _env_name(name: str) -> str:
+    if not _ENV_NAME_RE.fullmatch(name):
+        raise ValueError(
+            f"{name!r} is not an environment variable name: use letters, digits and '_', not starting with a digit"
+        )
+    return name
+
+
+EnvName = Annotated[str, AfterValidator(_env_name)]
+"""An environment variable name (POSIX's portable set): a process cannot be given a name with '=' or a NUL, or an
+empty one, and finding out only when the task starts would stop the coordinator."""
+
+
 class ExecutablePayload(StrictModel):
     """An argv executable. The argv is never passed through a shell."""
 
     kind: Literal["executable"] = "executable"
     argv: list[str] = Field(min_length=1, description="Program and arguments, one list item per argument.")
     mpi: bool = Field(False, description="Launch under the backend's MPI launcher with `ranks` processes.")
-    env: dict[str, str] = Field(default_factory=dict, description="Extra environment variables.")
+    env: dict[EnvName, str] = Field(default_factory=dict, description="Extra environment variables.")
 
 
 JsonValue = Any
@@ -129,7 +145,7 @@ class CallablePayload(StrictModel):
     function: str = Field(description="Import path as `package.module:function`.")
     args: list[JsonValue] = Field(default_factory=list, description="Positional arguments (JSON-able).")
     kwargs: dict[str, JsonValue] = Field(default_factory=dict, description="Keyword arguments (JSON-able).")
-    env: dict[str, str] = Field(default_factory=dict, description="Environment variables set during the call.")
+    env: dict[EnvName, str] = Field(default_factory=dict, description="Environment variables set during the call.")
 
     @field_validator("function")
     @classmethod

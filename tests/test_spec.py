@@ -8,12 +8,18 @@ built-in ``command`` and ``function`` scales appear in listings by name.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
 from pydantic import BaseModel, ValidationError
 
 from mummi_like.spec import (
+    _NUL_HINT,
+    MAX_DEPTH,
+    MAX_NAME_LENGTH,
+    MAX_TEXT,
+    MAX_VALUES,
     BackendSpec,
     Budgets,
     CampaignSpec,
@@ -576,3 +582,102 @@ def test_coupling_stream_glob_stays_below_the_source_scale() -> None:
     path, line, message, _ = problems(text)[0]
     assert (path, line) == ("couplings[0].stream", 7)
     assert "must be a relative glob below the source's task folders" in message
+
+
+# --- hostile input (regressions of what tests/test_spec_fuzz.py found) -----------------------------------------
+
+
+@pytest.mark.parametrize("depth", [MAX_DEPTH + 1, 3000])
+def test_lists_nested_too_deep_are_refused_at_their_line_not_with_a_recursion_error(depth: int) -> None:
+    path, line, message, hint = one_problem(ONE_SCALE + "couplings:\n  - " + "[" * depth + "]" * depth + "\n")
+    assert line == 7 and f"nested more than {MAX_DEPTH} levels deep" in message
+    assert path in ("couplings", "<root>")  # past PyYAML's own recursion limit, the reader has no node to name
+    assert hint == "a spec needs a few levels; look for brackets or braces that are opened and never closed"
+
+
+def test_aliases_nested_too_deep_together_are_refused() -> None:
+    levels = "".join(f"a{level}: &a{level} [[[[[[[[[[*a{level - 1}]]]]]]]]]]\n" for level in range(1, 7))
+    path, _, message, _ = one_problem(ONE_SCALE + "a0: &a0 [x]\n" + levels)
+    assert path.startswith("a") and message == f"lists and mappings nested more than {MAX_DEPTH} levels deep " \
+                                               "(through aliases)"
+
+
+def test_a_billion_laughs_is_refused_at_once_at_the_alias_that_multiplies() -> None:
+    levels = "".join(f"l{level}: &l{level} [{', '.join([f'*l{level - 1}'] * 10)}]\n" for level in range(1, 10))
+    started = time.monotonic()
+    path, line, message, _ = one_problem(ONE_SCALE + "l0: &l0 [lol]\n" + levels)
+    assert time.monotonic() - started < 5, "the 10**9 values were never walked"
+    assert (path, line) == ("l6", 12) and message.startswith(f"holds more than {MAX_VALUES:,} values")
+
+
+def test_a_control_character_is_located_and_named() -> None:
+    assert one_problem("name: de\x07mo\nscales: []\n") == (
+        "<root>", 1, "invalid YAML: the character U+0007 is not allowed in a YAML file, at column 9",
+        'remove it, or write it as an escape in a double-quoted string ("\\u0007")',
+    )
+
+
+def test_a_list_used_as_a_key_gets_a_hint_about_keys() -> None:
+    path, line, message, hint = one_problem(ONE_SCALE + "? [a, b]\n: 1\n")
+    assert (path, line) == ("<root>", 6) and "found unhashable key" in message
+    assert hint == "a key must be plain text; a list or a mapping can be a value, not a key"
+
+
+def test_a_merge_of_something_else_than_a_mapping_gets_a_hint_about_merging() -> None:
+    _, _, message, hint = one_problem(ONE_SCALE + "budgets: {<<: 3}\n")
+    assert "for merging" in message and hint.startswith("`<<:` merges mappings into this one")
+
+
+def test_a_nul_character_is_refused_in_any_value_or_key() -> None:
+    text = ONE_SCALE.replace("argv: [x]", 'argv: ["x\\0"], "re\\0sources": {}') + 'directory: "out\\0"\n'
+    assert problems(text) == [
+        ("scales[0].config.argv[0]", 5, "holds a NUL character (\\0)", _NUL_HINT),
+        ("scales[0].config['re\\x00sources']", 5, "this key holds a NUL character (\\0)", _NUL_HINT),
+        ("directory", 6, "holds a NUL character (\\0)", _NUL_HINT),
+    ]
+
+
+def test_names_are_whole_lines_of_at_most_the_maximum_length() -> None:
+    assert one_problem(ONE_SCALE.replace("name: a,", 'name: "a\\n",'))[:3] == (
+        "scales[0].name", 5, "'a\\n' is not a valid name: use letters, digits, '_' and '-', starting with a letter or "
+        "'_'")
+    long = "a" * (MAX_NAME_LENGTH + 1)
+    assert one_problem(ONE_SCALE.replace("name: a,", f"name: {long},"))[2] == (
+        f"a name of {MAX_NAME_LENGTH + 1} characters is too long: names become folder names and task ids, so they "
+        f"have at most {MAX_NAME_LENGTH}")
+
+
+def test_keys_that_would_not_read_as_one_path_part_are_quoted_and_long_messages_are_cut() -> None:
+    long = "k" * 5000
+    text = HEAD + f"scales:\n  - name: a\n    plugin: tiny\n    depends_on: [{long}]\n    config:\n" \
+                  f"      argv: [x]\n      'a b': 1\n      '': 2\n      ? {long}\n      : 4\n" \
+                  "  - {name: b, plugin: tiny, config: {argv: [x], 1.5: 3}}\n"
+    found = problems(text)
+    assert [(path, message) for path, _, message, _ in [*found[1:3], *found[4:]]] == [
+        ("scales[0].config['a b']", "Extra inputs are not permitted"),
+        ("scales[0].config['']", "Extra inputs are not permitted"),
+        ("scales[1].config[1.5]", "Input should be a valid string"),
+        ("scales[1].config[1.5]", "Keys should be strings"),
+    ]
+    unknown, key = found[0], found[3]
+    assert unknown[0] == "scales[0].depends_on[0]"
+    assert unknown[2].startswith("unknown scale 'kkk") and "characters left out" in unknown[2]
+    assert key[0].startswith("scales[0].config.kkk") and "characters left out" in key[0]
+    assert "characters left out" in key[3]
+    assert all(len(text) < MAX_TEXT + 100 for issue in found for text in (issue[0], issue[2], issue[3] or ""))
+
+
+def test_python_path_through_a_symlink_loop_or_a_name_too_long_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "loop").symlink_to("loop")
+    found = problems(ONE_SCALE + f"python_path: [loop/code, {'x' * 300}]\n", tmp_path / "spec.yaml")
+    assert [(p, m) for p, _, m, _ in found] == [
+        ("python_path[0]", f"path '{tmp_path.resolve()}/loop/code' leads into a loop of symlinks; fix or remove "
+                           "the link"),
+        ("python_path[1]", f"path '{tmp_path.resolve()}/{'x' * 300}' cannot be resolved: File name too long"),
+    ]
+
+
+def test_inside_turns_a_symlink_loop_into_a_value_error(tmp_path: Path) -> None:
+    (tmp_path / "loop").symlink_to("loop")
+    with pytest.raises(ValueError, match=r"leads into a loop of symlinks"):
+        inside(tmp_path, "loop/x")

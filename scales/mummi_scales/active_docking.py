@@ -43,6 +43,7 @@ from pydantic import Field, JsonValue
 from mummi_like.files import atomic_write_text
 from mummi_like.report import ReportSection
 from mummi_like.scale import Scale
+from mummi_like.spec import resolved
 from mummi_like.tasks import CallablePayload, Resources, TaskResult, TaskSpec
 from mummi_scales import drug_data as data
 from mummi_scales.docking import DockingSettings, dock_batch, dock_payload
@@ -125,15 +126,19 @@ class ActiveDockingScale(Scale):
         Raises
         ------
         ValueError
-            When ``library_file`` lies outside the spec's folder, cannot be
-            read, or an id is not file-name safe or repeats.
+            When ``library_file`` lies outside the spec's folder (symlinks
+            resolved), cannot be resolved or read, or an id is not file-name
+            safe or repeats.
         """
         known = data.known_ligands() if self.config.include_known_ligands else []
         if self.config.library_file is None:
             drawn = data.library(self.config.library_size, self.config.seed)
         else:
             spec_dir = self.context.spec_dir.resolve()
-            path = (spec_dir / self.config.library_file).resolve()
+            try:
+                path = resolved(spec_dir / self.config.library_file)  # a symlink loop or a NUL: a ValueError
+            except ValueError as error:
+                raise ValueError(f"library_file {self.config.library_file!r}: {error}") from None
             if not path.is_relative_to(spec_dir):
                 raise ValueError(
                     f"library_file {self.config.library_file!r} resolves to {path}, outside the spec's folder "

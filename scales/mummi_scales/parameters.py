@@ -31,7 +31,15 @@ from typing import Annotated, Literal, Self
 from pydantic import AfterValidator, Field, JsonValue, model_validator
 
 from mummi_like.scale import Scale
-from mummi_like.tasks import CallablePayload, ExecutablePayload, Resources, RetryPolicy, StrictModel, TaskSpec
+from mummi_like.tasks import (
+    CallablePayload,
+    EnvName,
+    ExecutablePayload,
+    Resources,
+    RetryPolicy,
+    StrictModel,
+    TaskSpec,
+)
 
 Scalar = bool | int | float | str
 """A parameter value; written into templates and labels as ``str(value)``."""
@@ -240,7 +248,7 @@ class ParameterizedConfig(StrictModel):
     )
     resources: Resources = Field(default_factory=Resources, description="What each task reserves while it runs.")
     retry: RetryPolicy = Field(default_factory=RetryPolicy, description="Which failures of a task are retried.")
-    env: dict[str, str] = Field(
+    env: dict[EnvName, str] = Field(
         default_factory=dict,
         description="Extra environment variables; values may use {parameter} and the built-in placeholders "
         f"{', '.join(f'{{{name}}}' for name in BUILTINS)}.",
