@@ -447,7 +447,7 @@ def store_recent_utilization(store: Store, seconds: float = 60.0, now: float | N
     What :func:`recent_utilization` computes from the whole history, at a cost
     that does not grow with the campaign (``status`` of a campaign of 100,000
     tasks must answer in under a second): only the attempts running now or
-    ended in the window are read (:meth:`Store.recent_attempts`). The window is
+    ended in the window are summed (:meth:`Store.recent_busy`). The window is
     clipped to the first start.
 
     Returns
@@ -464,11 +464,8 @@ def store_recent_utilization(store: Store, seconds: float = 60.0, now: float | N
     start = max(now - seconds, first)
     if now <= start:
         return None
-    busy = math.fsum(
-        (attempt_cores if resource == "cores" else attempt_gpus) * max(0.0, min(end or now, now) - max(begin, start))
-        for attempt_cores, attempt_gpus, begin, end in store.recent_attempts(start)
-    )
-    return busy / (capacity * (now - start))
+    busy_cores, busy_gpus = store.recent_busy(start, now)
+    return (busy_cores if resource == "cores" else busy_gpus) / (capacity * (now - start))
 
 
 def recent_utilization(telemetry: Telemetry, seconds: float = 60.0, resource: Resource = "cores") -> float | None:

@@ -168,7 +168,11 @@ def test_a_store_from_before_the_selector_tables_is_upgraded_and_keeps_its_tasks
     with Store.open(tmp_path) as store:
         store.add_tasks([task], time=0.0)
     conn = sqlite3.connect(tmp_path / Store.FILENAME)
-    conn.executescript("DROP TABLE candidates; DROP TABLE selector_state; PRAGMA user_version=2;")
+    conn.executescript(  # back to the version-2 layout: no selector tables, no resource columns
+        "DROP TABLE candidates; DROP TABLE selector_state; DROP INDEX tasks_scale_state; "
+        "ALTER TABLE tasks DROP COLUMN cores; ALTER TABLE tasks DROP COLUMN gpus; "
+        "CREATE INDEX tasks_scale ON tasks(scale); PRAGMA user_version=2;"
+    )
     conn.close()
     with Store.open(tmp_path) as store:
         assert store.get("t1").spec == task

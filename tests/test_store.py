@@ -359,3 +359,18 @@ def test_integrity_check_passes_a_sound_store_and_names_each_broken_promise(tmp_
         "task b is done but its dependencies a are not",
         "task b is done but its history ends created",
     ]
+
+
+def test_a_version_3_store_gains_resource_columns_from_its_specs_and_keeps_everything(tmp_path: Path) -> None:
+    big = spec("big", "fine").model_copy(update={"resources": Resources(cores=4, gpus=2)})
+    with Store.open(tmp_path) as store:
+        store.add_tasks([spec("small"), big], 1.0)
+        store.transition("big", TaskState.DONE, 2.0)
+    with sqlite3.connect(tmp_path / Store.FILENAME) as conn:  # back to the version-3 layout
+        conn.executescript("DROP INDEX tasks_scale_state; ALTER TABLE tasks DROP COLUMN cores; "
+                           "ALTER TABLE tasks DROP COLUMN gpus; CREATE INDEX tasks_scale ON tasks(scale); "
+                           "PRAGMA user_version=3;")
+    with Store.open(tmp_path) as store:
+        assert store.task_resources() == {"small": ("s", 1, 0), "big": ("fine", 4, 2)}
+        assert store.counts() == {"s": {"created": 1}, "fine": {"done": 1}}
+        assert store.check_integrity() == []
