@@ -48,6 +48,14 @@ PH = 7.4
 """Protonation pH: physiological, as in the binding assays the known ligands come from."""
 LIBRARY_ROWS = 1_584_663
 """Molecules in the MOSES training set: the largest library the scale can draw."""
+MAX_HEAVY_ATOMS = 100
+"""Largest ligand docked, in heavy atoms: above the largest drug-like molecules (cyclosporin has 85), where a
+pocket-sized search box no longer holds the ligand and ETKDG alone takes minutes (a C400 chain: 3.5 min to fail)."""
+ORGANIC_ELEMENTS = frozenset({"H", "C", "N", "O", "F", "P", "S", "Cl", "Br", "I"})
+"""Elements every docking program types; a ligand meeko refuses is told which others it holds."""
+EMBED_TIMEOUT_S = 30
+"""Seconds ETKDG may search for one ligand's conformer, so that one pathological molecule cannot stall its batch
+(RDKit checks the limit between attempts, so a search may overrun it by its setup time)."""
 
 
 class DockingSettings(ParameterizedConfig):
@@ -217,8 +225,10 @@ def prepare_ligand(smiles: str, seed: int) -> Chem.Mol:
     Raises
     ------
     LigandError
-        When the SMILES does not parse or sanitize, protonation gives nothing,
-        or 3D embedding fails.
+        When the SMILES does not parse or sanitize, holds no heavy atom or more
+        than :data:`MAX_HEAVY_ATOMS`, protonation fails or gives more than one
+        molecule (a salt or a mixture), or 3D embedding fails. The message names
+        the step, the SMILES and the cause.
     """
     from dimorphite_dl import protonate_smiles
     from rdkit import Chem
@@ -235,24 +245,56 @@ def prepare_ligand(smiles: str, seed: int) -> Chem.Mol:
         Chem.SanitizeMol(parsed)
     except Exception as error:  # RDKit raises several sanitization error types, all with a useful message
         raise LigandError(f"parse: {smiles!r}: {error}") from None
-    states = protonate_smiles(Chem.MolToSmiles(parsed), ph_min=PH, ph_max=PH, max_variants=1)
-    if not states:
-        raise LigandError(f"protonation: Dimorphite-DL gave no state of {smiles!r} at pH {PH}")
-    molecule = Chem.AddHs(Chem.MolFromSmiles(states[0]))
+    if any(atom.GetAtomicNum() == 0 for atom in parsed.GetAtoms()):
+        raise LigandError(f"parse: {smiles!r} holds a dummy atom '*' (a fragment's attachment point), not a molecule")
+    heavy = parsed.GetNumHeavyAtoms()
+    if heavy == 0:
+        raise LigandError(f"parse: {smiles!r} has no heavy atom, only hydrogens: there is no ligand to dock")
+    if heavy > MAX_HEAVY_ATOMS:
+        raise LigandError(
+            f"size: {smiles!r} has {heavy} heavy atoms, more than the {MAX_HEAVY_ATOMS} of the largest drug-like "
+            "ligands; dock it in parts, or leave it out of the library"
+        )
+    try:
+        states = protonate_smiles(Chem.MolToSmiles(parsed), ph_min=PH, ph_max=PH, max_variants=1)
+        protonated = Chem.MolFromSmiles(states[0]) if states else None
+    except Exception as error:  # Dimorphite-DL's own failures; one molecule must not stop its batch
+        raise LigandError(f"protonation: Dimorphite-DL failed on {smiles!r}: {type(error).__name__}: {error}") from None
+    if protonated is None:
+        raise LigandError(f"protonation: Dimorphite-DL gave no readable state of {smiles!r} at pH {PH}")
+    fragments = len(Chem.GetMolFrags(protonated))
+    if fragments > 1:
+        raise LigandError(
+            f"protonation: {smiles!r} is {fragments} separate molecules at pH {PH} ({states[0]}): a salt or a "
+            "mixture; give the one molecule to dock, without its counter-ions"
+        )
+    molecule = Chem.AddHs(protonated)
     parameters = AllChem.ETKDGv3()
     parameters.randomSeed = seed
+    parameters.timeout = EMBED_TIMEOUT_S
     if AllChem.EmbedMolecule(molecule, parameters) != 0:
-        raise LigandError(f"embedding: ETKDG found no 3D conformer of {smiles!r}")
+        raise LigandError(
+            f"embedding: ETKDG found no 3D conformer of {smiles!r} within {EMBED_TIMEOUT_S} s (strained or "
+            "contradictory geometry, such as impossible stereocentres, or a molecule too flexible to place)"
+        )
     return molecule
 
 
-def ligand_pdbqt(molecule: Chem.Mol) -> str:
+def ligand_pdbqt(molecule: Chem.Mol, name: str = "the ligand") -> str:
     """The Vina input of an embedded ``molecule``: meeko's atom types, charges and torsion tree.
+
+    Parameters
+    ----------
+    molecule:
+        The ligand, with hydrogens and a conformer (:func:`prepare_ligand`).
+    name:
+        What messages call it: its SMILES, in a docking batch.
 
     Raises
     ------
     LigandError
-        When meeko cannot type the molecule (an element Vina has no parameters for, say).
+        When meeko cannot type the molecule (an element Vina has no parameters
+        for, say); the message is one line, whatever meeko printed.
     """
     from meeko import MoleculePreparation, PDBQTWriterLegacy
 
@@ -260,10 +302,20 @@ def ligand_pdbqt(molecule: Chem.Mol) -> str:
         setups = MoleculePreparation().prepare(molecule)
         text, ok, message = PDBQTWriterLegacy.write_string(setups[0])
     except Exception as error:  # meeko raises RuntimeError, ValueError or KeyError on molecules it cannot type
-        raise LigandError(f"preparation: meeko: {error}") from None
+        ok, message = False, f"{type(error).__name__}: {error}"
     if not ok:
-        raise LigandError(f"preparation: meeko: {message.strip()}")
+        unusual = sorted({atom.GetSymbol() for atom in molecule.GetAtoms()} - ORGANIC_ELEMENTS)
+        holds = f"; it holds {', '.join(unusual)}, which Vina may have no atom type for" if unusual else ""
+        raise LigandError(f"preparation: meeko cannot type {name}: {_one_line(message)}{holds}")
     return text
+
+
+def _one_line(message: str) -> str:
+    """The first line of a (multi-line) library message, saying how many lines were left out."""
+    lines = [line.strip() for line in message.strip().splitlines() if line.strip()]
+    if not lines:
+        return "no reason given"
+    return lines[0] + (f" (and {len(lines) - 1} more line(s) of the same kind)" if len(lines) > 1 else "")
 
 
 def write_poses(poses_pdbqt: str, ligand_id: str, scores: Sequence[float], path: Path) -> None:
@@ -347,7 +399,7 @@ def dock_batch(
     results: dict[str, dict[str, float | str]] = {}
     for ligand_id, smiles in ligands:
         try:
-            pdbqt = ligand_pdbqt(prepare_ligand(smiles, seed))
+            pdbqt = ligand_pdbqt(prepare_ligand(smiles, seed), repr(smiles))
             try:
                 vina.set_ligand_from_string(pdbqt)
                 vina.dock(exhaustiveness=exhaustiveness, n_poses=poses, max_evals=max_evals)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -18,11 +19,13 @@ from mummi_like.scale import ScaleContext  # noqa: E402
 from mummi_like.tasks import CallablePayload  # noqa: E402
 from mummi_scales import drug_data as data  # noqa: E402
 from mummi_scales.docking import (  # noqa: E402
+    MAX_HEAVY_ATOMS,
     DockingConfig,
     DockingScale,
     LigandError,
     dock_batch,
     dock_payload,
+    ligand_pdbqt,
     prepare_ligand,
     search_box,
 )
@@ -158,3 +161,47 @@ def test_redocking_progesterone_into_pgr_scores_below_minus_8(tmp_path: Path) ->
     """The crystal ligand of 1A28 docks well: -9.6 kcal/mol at exhaustiveness 4 here (-6.9 at 1 misses the pose)."""
     results = _dock(tmp_path, [["progesterone", PROGESTERONE]], DockingConfig(exhaustiveness=4, seed=1))
     assert results["progesterone"]["score"] < -8.0
+
+
+# --- ligands that parse but cannot be docked (hostile or malformed libraries) ------------------------------------
+
+STEREO_CUBANE = "[C@@]12([C@H]3[C@@H]4[C@H]1[C@@H]5[C@H]2[C@@H]3[C@H]45)"
+"""Cubane with stereocentres no geometry satisfies: it parses and sanitizes, and ETKDG finds no conformer."""
+UNDOCKABLE = [
+    ("[H]", r"parse: '\[H\]' has no heavy atom, only hydrogens"),
+    ("[H][H]", r"parse: '\[H\]\[H\]' has no heavy atom"),
+    ("*C", r"parse: '\*C' holds a dummy atom '\*'"),
+    ("[Na+].[Cl-]", r"protonation: '\[Na\+\]\.\[Cl-\]' is 2 separate molecules at pH 7.4 .*: a salt or a mixture"),
+    ("CCO.CCN", r"protonation: 'CCO\.CCN' is 2 separate molecules"),
+    ("C" * 101, rf"size: 'C{{101}}' has 101 heavy atoms, more than the {MAX_HEAVY_ATOMS}"),
+    (STEREO_CUBANE, r"embedding: ETKDG found no 3D conformer of '\[C@@\]12.*' within \d+ s \(strained"),
+    ("C1CC(N", r"parse: 'C1CC\(N': extra open parentheses"),
+]
+"""SMILES that parse (all but the last) yet cannot be docked, and the step and reason each must be refused with."""
+
+
+@pytest.mark.parametrize(("smiles", "reason"), UNDOCKABLE)
+def test_a_ligand_that_cannot_be_prepared_is_refused_naming_its_smiles_and_the_cause(smiles: str, reason: str) -> None:
+    with pytest.raises(LigandError, match=f"^{reason}") as caught:
+        prepare_ligand(smiles, seed=0)
+    assert "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize(("smiles", "element"), [("[Xe]", "Xe"), ("Cl[Pt](Cl)([NH3])[NH3]", "Pt")])
+def test_an_element_meeko_cannot_type_is_named_in_one_line(smiles: str, element: str) -> None:
+    with pytest.raises(LigandError) as caught:
+        ligand_pdbqt(prepare_ligand(smiles, seed=0), repr(smiles))
+    message = str(caught.value)
+    assert message.startswith(f"preparation: meeko cannot type {smiles!r}: ") and "\n" not in message
+    assert message.endswith(f"it holds {element}, which Vina may have no atom type for")
+
+
+def test_a_batch_of_undockable_ligands_reports_each_and_still_docks_the_good_one(tmp_path: Path) -> None:
+    """Every failure is a per-ligand record with its SMILES; the batch itself never fails."""
+    ligands = [[f"bad-{index}", smiles] for index, (smiles, _) in enumerate(UNDOCKABLE)] + [["good", "CCO"]]
+    config = DockingConfig(box_size=12.0, exhaustiveness=1, max_evals=2_000, poses=1, seed=1)
+    results = _dock(tmp_path, ligands, config)
+    assert list(results) == [ligand_id for ligand_id, _ in ligands]
+    for (ligand_id, smiles), (_, reason) in zip(ligands, UNDOCKABLE):
+        assert results[ligand_id]["smiles"] == smiles and re.match(reason, str(results[ligand_id]["error"]))
+    assert isinstance(results["good"]["score"], float) and (tmp_path / str(results["good"]["poses"])).is_file()

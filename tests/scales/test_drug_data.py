@@ -184,3 +184,30 @@ def test_enrichment_factor_is_within_its_bounds(scores: dict[str, float], draw: 
     top = max(1, math.ceil(round(fraction * len(scores), 9)))
     assert 0.0 <= factor <= min(len(scores) / top, len(scores) / len(actives)) + 1e-9
 
+
+
+@pytest.mark.parametrize("keep", [0.1, 0.5, 0.95])
+def test_a_gzipped_library_cut_short_is_refused_naming_the_file(tmp_path: Path, keep: float) -> None:
+    whole = gzip.compress("".join(f"CCO ethanol-{index}\n" for index in range(2000)).encode())
+    path = tmp_path / "library.smi.gz"
+    path.write_bytes(whole[: int(len(whole) * keep)])
+    with pytest.raises(ValueError, match=rf"cannot read the library {re.escape(str(path))}: .*compressed with gzip"):
+        data.read_library(path)
+
+
+@pytest.mark.parametrize("name", ["library.smi", "library.csv", "library.sdf"])
+def test_random_bytes_named_like_a_library_are_refused_naming_the_file(tmp_path: Path, name: str) -> None:
+    path = tmp_path / name
+    path.write_bytes(random.Random(7).randbytes(4096))
+    with pytest.raises(ValueError, match=rf"cannot read the library {re.escape(str(path))}: .*UTF-8"):
+        data.read_library(path)
+
+
+def test_a_nul_inside_a_smiles_record_is_kept_for_docking_to_report(tmp_path: Path) -> None:
+    from mummi_scales.docking import LigandError, prepare_ligand
+
+    path = tmp_path / "library.smi"
+    path.write_bytes(b"CC\x00O with-nul\nCCO ethanol\n")
+    assert data.read_library(path) == [("user-with-nul", "CC\x00O"), ("user-ethanol", "CCO")]
+    with pytest.raises(LigandError, match=r"^parse: 'CC\\x00O': syntax error"):
+        prepare_ligand("CC\x00O", seed=0)
