@@ -14,7 +14,9 @@ restarts). Every ``interval`` seconds the loop asks each coupling for a round:
 3. while the promotion budget allows (``max_in_flight`` target tasks running or
    waiting, ``max_total`` over the campaign), take the selector's best frames
    and let the target scale turn each into a task (:meth:`Scale.promote`, the
-   coupling's transform).
+   coupling's transform). A chosen frame whose stream can no longer be read
+   (truncated or replaced since it was scored) is logged as rejected and
+   skipped; the coordinator goes on.
 
 Restart: the selector writes its pool through to the store; the tailer's
 position in every stream is saved after the frames it delivered are committed,
@@ -37,7 +39,7 @@ from mummi_like.scale import Feedback, PromotedFrame, Scale
 from mummi_like.selection import Selector, SelectorContext
 from mummi_like.spec import CouplingSpec
 from mummi_like.store import Store
-from mummi_like.streams.tailer import StreamTailer, read_frame
+from mummi_like.streams.tailer import StreamError, StreamTailer, read_frame
 from mummi_like.tasks import TaskResult, TaskSpec
 
 STREAM_STATE = "coupling:{name}:streams"
@@ -159,7 +161,14 @@ class Coupling:
         tasks = []
         for frame_id, score in self.selector.select(max(0, room)):
             path, _, index = frame_id.rpartition(":")
-            frame = read_frame(Path(path), int(index))
+            try:
+                frame = read_frame(Path(path), int(index))
+            except (StreamError, IndexError) as error:
+                # The file went bad since its frame was scored (truncated, replaced): that candidate is lost, the
+                # campaign is not. The selector has marked it selected, so it is not offered again.
+                self.store.log_event(events.FRAMES_REJECTED, time.time(), coupling=self.name, frames=[frame_id],
+                                     count=1, reason=f"cannot promote it, its stream is unreadable: {error}")
+                continue
             source_task = Path(path).relative_to(self.directory / "tasks" / self.spec.source).parts[0]
             promoted = PromotedFrame(
                 frame_id=frame_id, coupling=self.name, source_task=source_task, file=frame.file,

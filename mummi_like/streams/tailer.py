@@ -15,8 +15,13 @@ selector. Three properties matter more than speed:
   least as long as the counter says.
 * **Bad files do not stop it.** A file that cannot be opened or read (still
   being created by another program, truncated, corrupt, not a mummi-like
-  stream) is skipped with one logged warning per distinct problem and retried
-  at the next poll.
+  stream, an observable whose frames have another shape than in the streams
+  read before) is skipped with one logged warning per distinct problem and
+  retried at the next poll. Every such problem is a :class:`StreamError` that
+  names the file and what is wrong, whatever h5py raised underneath. A file
+  shorter than its HDF5 superblock says is refused before HDF5 opens it: in
+  SWMR mode HDF5 does not check the end of the file, and reading past the end
+  of a truncated one can loop for ever.
 
 A frame's identity is ``(file, index)``. The tailer keeps the next index per
 file; :meth:`StreamTailer.state` and :meth:`StreamTailer.restore` carry it
@@ -42,11 +47,13 @@ from __future__ import annotations
 import glob
 import logging
 import os
+import struct
 import time
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from stat import S_ISREG
 from types import TracebackType
 
 import h5py
@@ -58,8 +65,10 @@ logger = logging.getLogger(__name__)
 
 _TRAJECTORY = f"particles/{PARTICLE_GROUP}"
 
-READ_ERRORS = (OSError, RuntimeError, KeyError, ValueError)
+READ_ERRORS = (OSError, RuntimeError, KeyError, ValueError, IndexError)
 """What h5py raises for a file that is not (yet) a readable stream; anything else is a bug and propagates."""
+HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+"""The first bytes of an HDF5 file (without a user block, as the stream writer makes them)."""
 MTIME_SETTLE_S = 0.1
 """A file modified this recently may change again within the same timestamp tick: its signature is not trusted."""
 
@@ -96,6 +105,59 @@ class Frame:
     observables: dict[str, np.ndarray] = field(repr=False)
 
 
+class StreamError(ValueError):
+    """A stream file that cannot be read: missing, truncated, corrupt, or not a mummi-like stream.
+
+    Attributes
+    ----------
+    path
+        The file.
+    reason
+        What is wrong with it, in words; the message is ``"<path>: <reason>"``.
+    """
+
+    def __init__(self, path: Path, reason: str) -> None:
+        super().__init__(f"{path}: {reason}")
+        self.path = path
+        self.reason = reason
+
+
+def _h5py_reason(error: BaseException) -> str:
+    """What h5py said, as one sentence (a KeyError's message is its only argument, not its quoted repr)."""
+    text = str(error.args[0]) if isinstance(error, KeyError) and error.args else str(error)
+    return " ".join(text.split()) or type(error).__name__
+
+
+def _truncation(path: Path) -> str | None:
+    """Why ``path`` is shorter than its HDF5 superblock says it is, or ``None`` when it is not.
+
+    The superblock of version 2 or 3 (what ``libver="latest"`` writes) records
+    the end-of-file address; a writer in SWMR mode keeps it at the file's size
+    as the file grows, and a file only grows. So a file shorter than that was
+    cut (a full disk, a copy interrupted). The superblock is read before the
+    size, so that a writer extending the file meanwhile cannot make a whole
+    file look cut. Anything else (no signature, another superblock version) is
+    left to HDF5 to judge.
+    """
+    with open(path, "rb") as handle:
+        head = handle.read(48)
+    if not head.startswith(HDF5_SIGNATURE) or len(head) < 12 or head[8] not in (2, 3):
+        return None
+    width = head[9]
+    if width not in (2, 4, 8):
+        return f"its HDF5 superblock is corrupt (addresses of {width} bytes)"
+    needed = 12 + 4 * width + 4
+    if len(head) < needed:
+        return f"it ends inside its HDF5 superblock ({len(head)} of {needed} bytes): it was cut short or is still being created"
+    code = {2: "<H", 4: "<I", 8: "<Q"}[width]
+    base, end = (struct.unpack_from(code, head, 12 + width * slot)[0] for slot in (0, 2))
+    size = os.stat(path).st_size
+    if size < base + end:
+        return (f"it is truncated: {size} bytes, where its HDF5 superblock records {base + end}; it was cut short "
+                "(a full disk, an interrupted copy) or is corrupt")
+    return None
+
+
 class _Handle:
     """The one open SWMR read handle of this process on one stream file.
 
@@ -109,29 +171,54 @@ class _Handle:
     """
 
     def __init__(self, path: Path, inode: int) -> None:
+        """Open ``path``; a :class:`StreamError` says why it is not a readable stream."""
         self.path = path
         self.inode = inode
         self.users = 0
-        self.file = h5py.File(path, "r", libver="latest", swmr=True, locking=False)
+        try:
+            truncated = _truncation(path)
+        except OSError as error:
+            raise StreamError(path, f"cannot be read: {error.strerror}") from error
+        if truncated is not None:
+            raise StreamError(path, truncated)
+        try:
+            self.file = h5py.File(path, "r", libver="latest", swmr=True, locking=False)
+        except READ_ERRORS as error:
+            raise StreamError(path, f"HDF5 cannot open it: {_h5py_reason(error)}") from error
         self._datasets: dict[str, h5py.Dataset] = {}
         try:
             version = self.file[PROTOCOL_GROUP].attrs.get("protocol_version")
             if version != PROTOCOL_VERSION:
-                raise ValueError(f"stream protocol version {version!r}, this tailer reads {PROTOCOL_VERSION}")
+                raise StreamError(path, f"stream protocol version {version!r}, this tailer reads {PROTOCOL_VERSION}")
             self.has_box = "edges" in self.file[f"{_TRAJECTORY}/box"]
             self.observables = list(self.file.get("observables") or ())
+        except StreamError:
+            self.file.close()
+            raise
+        except READ_ERRORS as error:
+            self.file.close()
+            raise StreamError(path, f"not a mummi-like stream: {_h5py_reason(error)}") from error
         except BaseException:
             self.file.close()
             raise
 
     def _read(self, name: str, start: int, stop: int) -> np.ndarray:
-        dataset = self._datasets.get(name)
-        if dataset is None:
-            dataset = self._datasets[name] = self.file[name]
-        dataset.refresh()
-        if dataset.shape[0] < stop:
-            raise ValueError(f"{dataset.name} has {dataset.shape[0]} frames, fewer than the {stop} complete ones")
-        return dataset[start:stop]
+        """Rows ``start`` to ``stop`` of dataset ``name``, refreshed; a :class:`StreamError` for a dataset that is
+        missing, unreadable, a single value rather than one row per frame, or shorter than ``stop``."""
+        try:
+            dataset = self._datasets.get(name)
+            if dataset is None:
+                dataset = self._datasets[name] = self.file[name]
+            dataset.refresh()
+            if not dataset.shape:
+                raise StreamError(self.path, f"{name} is a single value, not one row per frame")
+            if dataset.shape[0] < stop:
+                raise StreamError(self.path, f"{name} has {dataset.shape[0]} frames, fewer than the {stop} complete ones")
+            return dataset[start:stop]
+        except StreamError:
+            raise
+        except READ_ERRORS as error:
+            raise StreamError(self.path, f"cannot read {name}: {_h5py_reason(error)}") from error
 
     def complete(self) -> int:
         """The writer's completion counter, as of now."""
@@ -140,12 +227,12 @@ class _Handle:
     def frames(self, start: int, stop: int, observables: list[str] | None, positions: bool) -> list[Frame]:
         """Frames ``start`` to ``stop`` (all complete), one slice read per dataset.
 
-        ``observables`` None reads all the stream has; a name it lacks raises KeyError.
+        ``observables`` None reads all the stream has; a name it lacks raises :class:`StreamError`.
         """
         names = self.observables if observables is None else observables
         missing = sorted(set(names) - set(self.observables))
         if missing:
-            raise KeyError(f"the stream has no observable {missing}; it has {self.observables}")
+            raise StreamError(self.path, f"the stream has no observable {missing}; it has {self.observables}")
         steps = self._read(f"{_TRAJECTORY}/position/step", start, stop)
         times = self._read(f"{_TRAJECTORY}/position/time", start, stop)
         coordinates = self._read(f"{_TRAJECTORY}/position/value", start, stop) if positions else None
@@ -250,6 +337,7 @@ class StreamTailer:
         self._open: OrderedDict[Path, None] = OrderedDict()  # least recently read first
         self._next_scan = float("-inf")
         self._cursor = 0
+        self._shapes: dict[str, tuple[int, ...]] = {}  # per-frame shape of each observable, from the first stream
 
     @property
     def files(self) -> list[Path]:
@@ -335,17 +423,19 @@ class StreamTailer:
             handle = self._handle(path, stream, stat.st_ino)
             complete = handle.complete()
             if complete < stream.position:
-                raise ValueError(
-                    f"{complete} complete frames but {stream.position} were already yielded: was the file rewritten?"
+                raise StreamError(
+                    path,
+                    f"{complete} complete frames but {stream.position} were already yielded: was the file rewritten?",
                 )
             stop = complete if budget is None else min(complete, stream.position + budget)
             frames = (
                 handle.frames(stream.position, stop, self._observables, self._read_positions)
                 if stop > stream.position else []
             )
+            self._check_shapes(path, frames)
         except READ_ERRORS as exc:
             self._close(path)
-            message = f"{type(exc).__name__}: {exc}"
+            message = exc.reason if isinstance(exc, StreamError) else f"{type(exc).__name__}: {exc}"
             if message != stream.warning:
                 logger.warning("stream %s is not readable yet, retrying at a later poll (%s)", path, message)
                 stream.warning = message
@@ -357,6 +447,21 @@ class StreamTailer:
         settled = time.time() - stat.st_mtime_ns / 1e9 > MTIME_SETTLE_S
         stream.signature = signature if settled and stream.position == complete else None
         return frames
+
+    def _check_shapes(self, path: Path, frames: list[Frame]) -> None:
+        """Refuse a file whose observables have frames of another shape than in the streams read before.
+
+        A selector stacks the frames of all streams, so one stream of another
+        system, or a corrupt one, would otherwise stop the coordinator there.
+        """
+        for name, value in (frames[0].observables.items() if frames else ()):
+            known = self._shapes.setdefault(name, value.shape)
+            if value.shape != known:
+                raise StreamError(
+                    path,
+                    f"observable {name!r} has frames of shape {value.shape}, where the streams read before have "
+                    f"{known}: a stream of another system, or a corrupt one",
+                )
 
     def _handle(self, path: Path, stream: _Stream, inode: int) -> _Handle:
         """The handle on ``path``, (re)acquired if there is none or the file was replaced."""
@@ -391,11 +496,18 @@ def read_frame(path: str | os.PathLike[str], index: int) -> Frame:
     ------
     IndexError
         If ``index`` is not a complete frame (yet).
-    OSError, KeyError, ValueError
-        If the file is not a readable mummi-like stream.
+    StreamError
+        If the file is missing or not a readable mummi-like stream (truncated,
+        corrupt, another layout); the message names it and what is wrong.
     """
     path = Path(os.path.abspath(path))
-    handle = _acquire(path, os.stat(path).st_ino)
+    try:
+        status = os.stat(path)
+    except OSError as error:
+        raise StreamError(path, f"cannot be read: {error.strerror}") from error
+    if not S_ISREG(status.st_mode):
+        raise StreamError(path, "is not a regular file")  # a folder, or a pipe that would block the reader
+    handle = _acquire(path, status.st_ino)
     try:
         complete = handle.complete()
         if not 0 <= index < complete:

@@ -8,12 +8,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mummi_like.campaign.coupling import COUPLING_LABEL, PROMOTED_LABEL
+from mummi_like import events
+from mummi_like.campaign.coupling import COUPLING_LABEL, PROMOTED_LABEL, Coupling
 from mummi_like.campaign.loop import Campaign
 from mummi_like.campaign.reporting import Reporter
 from mummi_like.cli import status_report
+from mummi_like.scale import ScaleContext
+from mummi_like.spec import CouplingSpec
 from mummi_like.store import Store
+from mummi_like.streams import H5MDWriter
 from mummi_like.streams.tailer import read_frame
+from mummi_scales.chain_md import ChainMDConfig, ChainMDScale
+from mummi_selectors.novelty import NoveltyConfig, NoveltySelector
 
 SPEC = """
 name: coupled
@@ -93,3 +99,40 @@ def test_resuming_a_finished_coupled_campaign_promotes_nothing_more(campaign_dir
     summary = Campaign.resume(campaign_dir, Reporter()).run()
     assert summary.complete
     assert status_report(campaign_dir)["counts"] == before
+
+
+def test_a_frame_whose_stream_went_bad_before_its_promotion_is_logged_and_skipped(tmp_path: Path) -> None:
+    """The selector scored frames of two streams; one file is then cut short. Its frames are rejected with the
+    file and the reason in the event log, the other stream's frames are promoted, and the round does not raise."""
+    beads = 4
+    for name in ("good", "bad"):
+        (tmp_path / "tasks" / "coarse" / name).mkdir(parents=True)
+        with H5MDWriter(tmp_path / "tasks" / "coarse" / name / "trajectory.h5md", beads,
+                        observables={"feature": ((3,), np.float32)}) as writer:
+            for index in range(3):
+                writer.write_frame(np.full((beads, 3), index, np.float32), step=index, time=float(index),
+                                   observables={"feature": np.array([index, len(name), 0], np.float32)})
+    scales = {name: ChainMDScale(ChainMDConfig(replicas=0, beads=beads),
+                                 ScaleContext(name=name, campaign_dir=tmp_path, spec_dir=tmp_path))
+              for name in ("coarse", "fine")}
+    spec = CouplingSpec(source="coarse", target="fine", selector="novelty", feature="feature", max_in_flight=10,
+                        max_total=0)
+    with Store.open(tmp_path) as store:
+        coupling = Coupling.build(spec, NoveltySelector, NoveltyConfig(min_samples=0), scales, tmp_path, store)
+        assert coupling.round().frames == 6, "all six frames scored, none promoted yet (max_total 0)"
+        bad = tmp_path / "tasks" / "coarse" / "bad" / "trajectory.h5md"
+        whole = bad.read_bytes()
+        cut = bad.with_suffix(".partial")
+        cut.write_bytes(whole[: len(whole) // 2])
+        cut.replace(bad)  # a new file under the old name, as a copy interrupted half-way leaves it
+        coupling.spec = spec.model_copy(update={"max_total": None})
+        promoted = coupling.round().new_tasks
+        store.flush()
+        rejected = [data for _, _, _, data in store.events(kind=events.FRAMES_REJECTED)]
+        coupling.close()
+    good = tmp_path / "tasks" / "coarse" / "good" / "trajectory.h5md"
+    assert sorted(task.labels[PROMOTED_LABEL] for task in promoted) == [f"{good}:{index}" for index in range(3)]
+    assert sorted(event["frames"][0] for event in rejected) == [f"{bad}:{index}" for index in range(3)]
+    assert all(event["reason"].startswith(f"cannot promote it, its stream is unreadable: {bad}: it is truncated: ")
+               for event in rejected)
+    assert coupling.promoted == 3 and len(coupling.live) == 3

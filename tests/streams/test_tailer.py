@@ -8,7 +8,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import h5py
@@ -340,3 +340,88 @@ def test_the_streaming_benchmark_runs_at_a_tiny_scale() -> None:
     figures = ("written   10 frames", "ingested  10 frames", "x written", "p50", "p95", "max", "replay    10 frames")
     for figure in figures:
         assert figure in result.stdout
+
+
+# --- corrupt and truncated files: a StreamError that names the file, never a hang or a bare h5py error ----------
+
+
+@pytest.fixture(scope="module")
+def whole_stream(tmp_path_factory: pytest.TempPathFactory) -> bytes:
+    """The bytes of a closed stream of five frames."""
+    path = tmp_path_factory.mktemp("whole") / "whole.h5md"
+    write(path, 3, range(5)).close()
+    return path.read_bytes()
+
+
+@pytest.mark.parametrize("keep", [0, 8, 47, 100, 2048, 0.5, 0.99, -1])
+def test_read_frame_of_a_file_cut_short_raises_a_stream_error_naming_it(
+    tmp_path: Path, whole_stream: bytes, keep: float
+) -> None:
+    """Cut inside the signature, inside the superblock, in the metadata, in the data, one byte short: HDF5 in SWMR
+    mode does not check the end of the file, and read the file cut at 100 bytes in an endless loop before."""
+    cut = int(len(whole_stream) * keep) if isinstance(keep, float) else keep % len(whole_stream)
+    path = tmp_path / "cut.h5md"
+    path.write_bytes(whole_stream[:cut])
+    with pytest.raises(tailer_module.StreamError) as caught:
+        read_frame(path, 1)
+    assert str(caught.value).startswith(f"{path}: ") and caught.value.path == path
+    if cut >= 48:  # a whole superblock: the size it records is there to compare with
+        assert caught.value.reason == (
+            f"it is truncated: {cut} bytes, where its HDF5 superblock records {len(whole_stream)}; it was cut short "
+            "(a full disk, an interrupted copy) or is corrupt")
+
+
+@pytest.mark.parametrize(("make", "reason"), [
+    (lambda path: path.write_bytes(np.random.default_rng(0).bytes(4096)),
+     "HDF5 cannot open it: Unable to synchronously open file (file signature not found)"),
+    (lambda path: h5py.File(path, "w").close(),
+     "not a mummi-like stream: Unable to synchronously open object (object 'mummi_like' doesn't exist)"),
+    (lambda path: path.mkdir(), "is not a regular file"),
+    (lambda path: None, "cannot be read: No such file or directory"),
+])
+def test_read_frame_of_what_is_not_a_stream_names_the_file_and_what_is_wrong(
+    tmp_path: Path, make: Callable[[Path], object], reason: str
+) -> None:
+    path = tmp_path / "stream.h5"
+    make(path)
+    with pytest.raises(tailer_module.StreamError) as caught:
+        read_frame(path, 0)
+    assert (caught.value.path, caught.value.reason) == (path, reason)
+    assert isinstance(caught.value, ValueError), "callers that catch ValueError keep working"
+
+
+def test_a_stream_with_a_dataset_of_the_wrong_shape_is_refused_naming_the_dataset(
+    tmp_path: Path, whole_stream: bytes
+) -> None:
+    scalar, short = tmp_path / "scalar.h5md", tmp_path / "short.h5md"
+    for path in (scalar, short):
+        path.write_bytes(whole_stream)
+    with h5py.File(scalar, "r+") as f:  # one value where one row per frame belongs
+        del f["observables/rmsd/value"]
+        f["observables/rmsd/value"] = 1.0
+    with h5py.File(short, "r+") as f:  # fewer rows than the completion counter promises
+        del f["particles/trajectory/position/value"]
+        f["particles/trajectory/position/value"] = np.zeros((2, N_ATOMS, 3))
+    with pytest.raises(tailer_module.StreamError, match=r"observables/rmsd/value is a single value, not one row"):
+        read_frame(scalar, 0)
+    with pytest.raises(tailer_module.StreamError,
+                       match=rf"^{short}: particles/trajectory/position/value has 2 frames, fewer than the 4"):
+        read_frame(short, 3)
+
+
+def test_the_tailer_skips_cut_and_misshapen_streams_with_one_warning_each_and_reads_the_rest(
+    tmp_path: Path, whole_stream: bytes, caplog: pytest.LogCaptureFixture
+) -> None:
+    (tmp_path / "a-good.h5md").write_bytes(whole_stream)
+    (tmp_path / "cut.h5md").write_bytes(whole_stream[: len(whole_stream) // 3])
+    with H5MDWriter(tmp_path / "wide.h5md", N_ATOMS, observables={"contacts": ((4, 4), np.uint8)}) as wide:
+        wide.write_frame(np.zeros((N_ATOMS, 3)), step=0, time=0.0, observables={"contacts": np.zeros((4, 4), np.uint8)})
+    with StreamTailer(tmp_path, observables=["contacts"]) as tailer, \
+            caplog.at_level(logging.WARNING, logger="mummi_like.streams.tailer"):
+        assert by_file(tailer.poll()) == {"a-good.h5md": [0, 1, 2, 3, 4]}
+        assert tailer.poll(rescan=True) == []
+    warnings = {Path(record.args[0]).name: record.args[1] for record in caplog.records}
+    assert len(caplog.records) == 2, "one warning per bad file, not one per poll"
+    assert warnings["cut.h5md"].startswith("it is truncated: ")
+    assert warnings["wide.h5md"] == ("observable 'contacts' has frames of shape (4, 4), where the streams read "
+                                     "before have (3, 3): a stream of another system, or a corrupt one")
