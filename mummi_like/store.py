@@ -264,6 +264,23 @@ class TaskRecord:
         return self.spec.id
 
 
+def _header_version(path: Path) -> int:
+    """The ``user_version`` in the header of the SQLite file at ``path``; 0 when there is no such file.
+
+    A store in WAL mode may hold a newer value in its WAL until a checkpoint,
+    so only a refusal of a newer store may rely on this: the WAL can only be
+    newer still.
+    """
+    try:
+        with open(path, "rb") as handle:
+            header = handle.read(64)
+    except OSError:
+        return 0
+    if len(header) < 64 or not header.startswith(b"SQLite format 3\x00"):
+        return 0
+    return int.from_bytes(header[60:64], "big", signed=True)
+
+
 class Store:
     """Buffered writer and reader of a campaign's ``campaign.db``.
 
@@ -336,6 +353,9 @@ class Store:
 
     def _connect(self) -> sqlite3.Connection:
         """Open the connection, set it up for WAL, and check or create the schema."""
+        header = _header_version(self.path)
+        if header > SCHEMA_VERSION:  # refused before SQLite opens it and adds its WAL files
+            raise StoreError(self._newer(header))
         if self.readonly:
             uri = f"{self.path.resolve().as_uri()}?mode=ro"
             conn = sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT_S, isolation_level=None)
@@ -343,6 +363,9 @@ class Store:
             conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
         try:
             version = conn.execute("PRAGMA user_version").fetchone()[0]
+            refusal = self._refusal(conn, version)
+            if refusal is not None:  # before anything below writes to the file
+                raise StoreError(refusal)
             if not self.readonly:
                 mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
                 if mode != "wal":
@@ -358,14 +381,49 @@ class Store:
                     script = _MIGRATIONS[version]
                     version += 1
                     conn.executescript(f"BEGIN IMMEDIATE;{script}PRAGMA user_version={version};COMMIT;")
-            if version != SCHEMA_VERSION:
-                raise StoreError(
-                    f"{self.path} is not a campaign store of schema version {SCHEMA_VERSION} (found version {version})"
-                )
         except BaseException:
             conn.close()
             raise
         return conn
+
+    def _newer(self, version: int) -> str:
+        """The refusal of a store of schema ``version``, newer than this mummi-like's."""
+        return (
+            f"{self.path} was written by a newer mummi-like (store schema {version}; this one reads schema "
+            f"{SCHEMA_VERSION} and older): upgrade mummi-like to open it; the store was left as it is"
+        )
+
+    def _refusal(self, conn: sqlite3.Connection, version: int) -> str | None:
+        """Why the database cannot be opened as this store, or ``None`` when it can.
+
+        Checked before anything is written to it, so that a store this
+        mummi-like must not touch (a newer one above all: migrating it back
+        would lose what the newer version keeps) is left byte for byte as it was.
+        """
+        if version > SCHEMA_VERSION:
+            return self._newer(version)
+        if version == 0:
+            tables = conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
+            if tables:
+                return (
+                    f"{self.path} is not a campaign store (found version 0 and {tables} tables or indexes of another "
+                    "program); choose another campaign directory"
+                )
+            if self.readonly:
+                return f"{self.path} is not a campaign store (found version 0: an empty database)"
+            return None
+        if version != SCHEMA_VERSION and version not in _MIGRATIONS:
+            return (
+                f"{self.path} was written by an older mummi-like whose store this one cannot read (store schema "
+                f"{version}; this one migrates schemas {', '.join(map(str, sorted(_MIGRATIONS)))} and reads "
+                f"{SCHEMA_VERSION}): continue the campaign with the mummi-like that began it"
+            )
+        if version != SCHEMA_VERSION and self.readonly:
+            return (
+                f"{self.path} has store schema {version}, older than {SCHEMA_VERSION}: a coordinator migrates it when "
+                f"it opens it (`mummi-like resume {self.path.parent}`), which a read-only look cannot do"
+            )
+        return None
 
     @classmethod
     def open(cls, campaign_dir: Path, readonly: bool = False, synchronous: Synchronous = SYNCHRONOUS) -> Store:

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from mummi_like.cli import status_report
-from mummi_like.store import Store, StoreError
+from mummi_like.store import SCHEMA_VERSION, Store, StoreError
 from mummi_like.tasks import TaskState
 
 CLI = [sys.executable, "-m", "mummi_like.cli"]
@@ -362,3 +362,25 @@ def test_status_check_passes_a_sound_store_and_fails_naming_what_is_broken(tmp_p
     assert json.loads(mummi("status", directory, "--check", "--json").stdout)["integrity_problems"] == [
         "task work.1 is running but its history ends done"
     ]
+
+
+@pytest.mark.parametrize("command", ["status", "resume"])
+def test_a_store_from_a_newer_mummi_like_is_refused_in_one_line_and_left_as_it_is(tmp_path: Path, command: str) -> None:
+    spec = spec_file(tmp_path, """
+        name: future
+        scales: [{name: a, plugin: command, config: {argv: ["true"]}}]
+        """)
+    directory = tmp_path / "run"
+    mummi("run", spec, "--dir", directory, "--quiet", check=True)
+    with sqlite3.connect(directory / Store.FILENAME) as conn:  # what a later mummi-like would leave
+        conn.execute(f"PRAGMA user_version={SCHEMA_VERSION + 1}")
+    conn.close()
+    before = (directory / Store.FILENAME).read_bytes()
+    result = mummi(command, directory)
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.splitlines() == [
+        f"mummi-like {command}: {directory / Store.FILENAME} was written by a newer mummi-like (store schema "
+        f"{SCHEMA_VERSION + 1}; this one reads schema {SCHEMA_VERSION} and older): upgrade mummi-like to open it; "
+        "the store was left as it is"
+    ]
+    assert (directory / Store.FILENAME).read_bytes() == before

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import sqlite3
 import subprocess
@@ -11,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from mummi_like.store import Store, StoreError, TaskRecord
+from mummi_like.store import SCHEMA_VERSION, Store, StoreError, TaskRecord
 from mummi_like.tasks import Failure, Resources, TaskResult, TaskSpec, TaskState
 
 
@@ -374,3 +375,65 @@ def test_a_version_3_store_gains_resource_columns_from_its_specs_and_keeps_every
         assert store.task_resources() == {"small": ("s", 1, 0), "big": ("fine", 4, 2)}
         assert store.counts() == {"s": {"created": 1}, "fine": {"done": 1}}
         assert store.check_integrity() == []
+
+
+def files_and_hashes(folder: Path) -> dict[str, str]:
+    """Every file of ``folder`` by name, with a hash of its bytes: what must not change when a store is refused."""
+    return {path.name: hashlib.sha256(path.read_bytes()).hexdigest() for path in sorted(folder.iterdir())}
+
+
+def store_of_version(folder: Path, version: int) -> Path:
+    """A closed campaign store with one task whose ``user_version`` says ``version``."""
+    with Store.open(folder) as store:
+        store.add_tasks([spec("t1")], 1.0)
+    with sqlite3.connect(folder / Store.FILENAME) as conn:
+        conn.execute(f"PRAGMA user_version={version}")
+    conn.close()
+    return folder / Store.FILENAME
+
+
+@pytest.mark.parametrize("readonly", [False, True])
+def test_a_store_of_a_newer_version_is_refused_with_the_fix_and_left_byte_for_byte(
+    tmp_path: Path, readonly: bool
+) -> None:
+    path = store_of_version(tmp_path, SCHEMA_VERSION + 1)
+    before = files_and_hashes(tmp_path)
+    with pytest.raises(StoreError) as refused:
+        Store.open(tmp_path, readonly=readonly)
+    assert str(refused.value) == (
+        f"{path} was written by a newer mummi-like (store schema {SCHEMA_VERSION + 1}; this one reads schema "
+        f"{SCHEMA_VERSION} and older): upgrade mummi-like to open it; the store was left as it is")
+    assert files_and_hashes(tmp_path) == before, "not migrated, not switched to WAL, no journal left behind"
+
+
+@pytest.mark.parametrize("readonly", [False, True])
+def test_a_store_older_than_any_migration_says_so(tmp_path: Path, readonly: bool) -> None:
+    path = store_of_version(tmp_path, 1)
+    before = files_and_hashes(tmp_path)
+    with pytest.raises(StoreError, match=(
+        rf"^{path} was written by an older mummi-like whose store this one cannot read \(store schema 1; this one "
+        rf"migrates schemas 2, 3 and reads {SCHEMA_VERSION}\): continue the campaign with the mummi-like that began it$"
+    )):
+        Store.open(tmp_path, readonly=readonly)
+    assert files_and_hashes(tmp_path)[Store.FILENAME] == before[Store.FILENAME]  # a reader may add SQLite's -shm
+
+
+def test_a_migratable_store_is_migrated_by_a_coordinator_not_by_a_read_only_look(tmp_path: Path) -> None:
+    path = store_of_version(tmp_path, SCHEMA_VERSION - 1)
+    before = files_and_hashes(tmp_path)
+    with pytest.raises(StoreError, match=rf"has store schema {SCHEMA_VERSION - 1}, older than {SCHEMA_VERSION}: a "
+                                         rf"coordinator migrates it .*`mummi-like resume {tmp_path}`"):
+        Store.open(tmp_path, readonly=True)
+    assert files_and_hashes(tmp_path)[path.name] == before[path.name]
+
+
+def test_another_programs_database_is_refused_untouched(tmp_path: Path) -> None:
+    path = tmp_path / Store.FILENAME
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE TABLE photos (id INTEGER PRIMARY KEY, name TEXT)")
+    conn.close()
+    before = files_and_hashes(tmp_path)
+    with pytest.raises(StoreError, match=r"is not a campaign store \(found version 0 and 1 tables or indexes of "
+                                         r"another program\); choose another campaign directory"):
+        Store.open(tmp_path)
+    assert files_and_hashes(tmp_path) == before
