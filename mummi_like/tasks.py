@@ -55,6 +55,11 @@ class TaskState(str, enum.Enum):
 FINAL_STATES = frozenset({TaskState.DONE, TaskState.FAILED, TaskState.CANCELED})
 
 
+MAX_COUNT = 2**31 - 1
+"""Most nodes, ranks, cores or GPUs one task may ask for: far more than any machine has, and what every scheduler
+and the store's integer columns hold (a larger number would stop the coordinator when it records the task)."""
+
+
 class Resources(StrictModel):
     """What one task needs while it runs.
 
@@ -63,10 +68,10 @@ class Resources(StrictModel):
     is enforced by the backend (terminate, then kill).
     """
 
-    nodes: int = Field(1, ge=1, description="Nodes the task spans.")
-    ranks: int = Field(1, ge=1, description="Processes launched (MPI ranks); 1 for a serial task.")
-    cores: int = Field(1, ge=1, description="CPU cores reserved in total, over all ranks.")
-    gpus: int = Field(0, ge=0, description="GPUs reserved in total, over all ranks.")
+    nodes: int = Field(1, ge=1, le=MAX_COUNT, description="Nodes the task spans.")
+    ranks: int = Field(1, ge=1, le=MAX_COUNT, description="Processes launched (MPI ranks); 1 for a serial task.")
+    cores: int = Field(1, ge=1, le=MAX_COUNT, description="CPU cores reserved in total, over all ranks.")
+    gpus: int = Field(0, ge=0, le=MAX_COUNT, description="GPUs reserved in total, over all ranks.")
     walltime: float | None = Field(
         None, gt=0, description="Seconds after which the backend terminates the task; none for no limit."
     )

@@ -40,7 +40,6 @@ import hashlib
 import importlib.util
 import math
 import os
-import sqlite3
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -57,8 +56,8 @@ from mummi_like.campaign.control import CampaignError
 from mummi_like.campaign.loop import Campaign
 from mummi_like.spec import ResolvedCampaign, SpecError, load_spec_text, yaml_path
 from mummi_like.store import Store
+from mummi_like.tasks import MAX_COUNT
 from mummi_like.streams.tailer import StreamTailer
-from mummi_like.tasks import TaskState
 
 REPOSITORY = Path(__file__).parents[1]
 CAMPAIGN_EXTRA = all(importlib.util.find_spec(name) for name in ("rdkit", "vina", "dockstring", "openmm"))
@@ -624,20 +623,35 @@ def test_a_library_file_outside_the_spec_folder_is_refused_before_any_directory_
 
 
 def test_huge_numbers_run_or_fail_their_task_clearly(sandbox: Path) -> None:
-    """Integers no C type holds and infinite floats, where the spec allows them, never reach SQLite or a timer raw."""
+    """Integers no C type holds and infinite floats, where the spec allows them, never reach SQLite or a timer raw;
+    resource counts, which the store keeps in integer columns, are bounded at validation."""
     huge = 10**30
+    too_many = {"name": "greedy", "scales": [
+        {"name": "a", "plugin": "command", "config": {"argv": ["true"], "resources": {"cores": huge}}}]}
+    refused = outcome(dump(too_many), sandbox / "project" / "spec.yaml")
+    assert isinstance(refused, SpecError)
+    assert [(issue.path, issue.message) for issue in refused.issues] == [
+        ("scales[0].config.resources.cores", f"Input should be less than or equal to {MAX_COUNT}")]
     spec = {"name": "huge", "backend": {"config": {"cores": 2}},
             "budgets": {"max_tasks": huge, "max_failures": huge, "max_hours": 1e300},
             "scales": [
                 {"name": "first", "plugin": "command", "max_in_flight": huge,
                  "config": {"argv": ["true"], "priority": huge, "parameters": {"p": [huge, math.inf, math.nan]}}},
                 {"name": "endless", "plugin": "command", "config": {"argv": ["true"], "resources": {"walltime": math.inf}}},
-                {"name": "greedy", "plugin": "command", "config": {"argv": ["true"], "resources": {"cores": huge}}},
+                {"name": "greedy", "plugin": "command",
+                 "config": {"argv": ["true"], "resources": {"cores": MAX_COUNT}}},
             ]}
     summary = Campaign.from_text(dump(spec), sandbox / "project" / "spec.yaml", sandbox / "runs" / "huge").run()
     assert summary.counts == {"first": {"done": 3}, "endless": {"done": 1}, "greedy": {"failed": 1}}
     [(task, reason)] = summary.failures
-    assert task == "greedy.0" and f"asks for {huge} cores (at most 2 on 1 node(s))" in reason
+    assert task == "greedy.0" and f"asks for {MAX_COUNT} cores (at most 2 on 1 node(s))" in reason
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux's /proc, where no folder can be made")
+def test_a_directory_the_file_system_refuses_is_a_campaign_error_not_a_traceback(sandbox: Path) -> None:
+    with pytest.raises(CampaignError, match=r"cannot create the campaign directory /proc/mummi-like-run: .*; choose "
+                                            r"another with --dir"):
+        Campaign.from_text(dump(TINY), sandbox / "project" / "spec.yaml", Path("/proc/mummi-like-run"))
 
 
 HOSTILE_SPECS = {
@@ -651,13 +665,15 @@ HOSTILE_SPECS = {
 """Specs that once crashed or hung the parser, or try to run code through YAML; each must get exit code 2."""
 
 
-@pytest.mark.parametrize("name", sorted(HOSTILE_SPECS))
-def test_the_cli_refuses_a_hostile_spec_in_plain_lines_and_creates_nothing(sandbox: Path, name: str) -> None:
+@pytest.mark.parametrize(("name", "command"), [("nested", "validate"), ("billion laughs", "run"),
+                                               ("python tag", "run"), ("control character", "validate")])
+def test_the_cli_refuses_a_hostile_spec_in_plain_lines_and_creates_nothing(sandbox: Path, name: str,
+                                                                           command: str) -> None:
     folder = sandbox / "cli" / name.replace(" ", "-")
     folder.mkdir(parents=True)
     spec = folder / "campaign.yaml"
     spec.write_text(HOSTILE_SPECS[name], encoding="utf-8")
-    result = subprocess.run([sys.executable, "-m", "mummi_like.cli", "run", str(spec), "--quiet"],
+    result = subprocess.run([sys.executable, "-m", "mummi_like.cli", command, str(spec)],
                             capture_output=True, text=True, timeout=120, cwd=folder)
     assert result.returncode == 2, result.stderr
     assert "Traceback" not in result.stderr and result.stderr.startswith(f"invalid campaign spec {spec}")

@@ -188,7 +188,13 @@ class Campaign:
                 "raise the budget or shrink the parameter sets"
             )
         cls._check_dependencies(tasks, known=set())
-        directory.mkdir(parents=True, exist_ok=True)
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+        except OSError as error:  # a read-only or virtual file system (/proc), no permission
+            raise CampaignError(
+                f"cannot create the campaign directory {directory}: {error.strerror}; choose another with --dir or "
+                "the spec's `directory:`"
+            ) from error
         store = Store.open(directory, synchronous=resolved.spec.store.synchronous)
         store.set_meta(SPEC_META, {"text": spec_text, "source": str(resolved.source)})
         campaign = cls(resolved, store, reporter, scales)
