@@ -51,7 +51,24 @@ Paths
   quietly importing code from elsewhere on the machine. ``allow_outside_paths:
   true`` lifts that rule for a spec that really needs an installed-elsewhere tree.
 - Paths starting with ``~`` are rejected, since ``~`` is not expanded; write
-  ``${env:HOME}/...`` instead.
+  ``${env:HOME}/...`` instead. A path that cannot be resolved (a symlink
+  loop, a name too long for the file system) is reported with the reason.
+- Plugins keep their inputs with the spec the same way: the docking scales'
+  ``library_file`` must resolve inside the spec's folder (checked when the
+  scale makes its tasks, before any campaign directory exists), and a
+  coupling's ``stream`` is a glob below the source scale's task folders (no
+  ``..``, no absolute path). A command's ``argv`` names whatever program the
+  spec declares, which is its purpose; no shell ever parses it.
+
+Hostile input
+-------------
+Whatever the text, :func:`load_spec` returns a campaign or raises a
+:class:`SpecError`: lists and mappings nested more than :data:`MAX_DEPTH` deep
+(even through aliases), more than :data:`MAX_VALUES` values once aliases are
+expanded (the "billion laughs"), characters YAML does not allow, NUL
+characters in any value or key (no argument, path or environment variable can
+hold one) and names longer than :data:`MAX_NAME_LENGTH` are each one located
+issue. ``tests/test_spec_fuzz.py`` checks this with generated input.
 """
 
 from __future__ import annotations
