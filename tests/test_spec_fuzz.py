@@ -497,9 +497,9 @@ def assert_arrived_literally(directory: Path, values: list[str]) -> None:
     width = len(str(len(values) - 1))
     for index, value in enumerate(map(literal, values)):
         task = f"{index:0{width}d}"
-        argv_out = Path(records[f"argv.{task}"].stdout).read_text(encoding="utf-8")
+        argv_out = Path(records[f"argv.{task}"].stdout).read_bytes().decode()  # bytes: a "\r" stays a "\r"
         assert argv_out == f"[{value}]\n[pre {value} post]\n", (value, argv_out)
-        assert Path(records[f"env.{task}"].stdout).read_text(encoding="utf-8") == f"{value}\n"
+        assert Path(records[f"env.{task}"].stdout).read_bytes().decode() == f"{value}\n"
         assert records[f"call.{task}"].value == value
 
 
