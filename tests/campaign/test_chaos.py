@@ -262,7 +262,9 @@ def test_kill_9_at_any_instant_then_resume_finishes_like_an_uninterrupted_run(
     logged = {task for task in result["tasks"] if task.startswith(("prep.", "calc."))}
     assert set(completions) == logged, "every executable and callable task completed"
     reexecuted = sum(count - 1 for count in completions.values())
-    assert reexecuted <= 2 * kills, "re-executions beyond what the kills explain"
+    # At a kill at most `cores` (2) tasks run and each of the 2 workers may hold one call handed ahead; the
+    # workers notice within 0.5 s that their coordinator is gone, and may finish both before they exit.
+    assert reexecuted <= 4 * kills, f"{reexecuted} re-executions are more than {kills} kills can explain"
     print(f"chaos: {kills} kills ({dict(lives)}), "
           f"{len(result['tasks'])} tasks done once each, {reexecuted} re-executions of interrupted or uncommitted "
           "tasks, 0 lost, 0 recorded twice")
