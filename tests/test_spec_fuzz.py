@@ -56,8 +56,8 @@ from mummi_like.campaign.control import CampaignError
 from mummi_like.campaign.loop import Campaign
 from mummi_like.spec import ResolvedCampaign, SpecError, load_spec_text, yaml_path
 from mummi_like.store import Store
-from mummi_like.tasks import MAX_COUNT
 from mummi_like.streams.tailer import StreamTailer
+from mummi_like.tasks import MAX_COUNT
 
 REPOSITORY = Path(__file__).parents[1]
 CAMPAIGN_EXTRA = all(importlib.util.find_spec(name) for name in ("rdkit", "vina", "dockstring", "openmm"))
@@ -155,9 +155,10 @@ def round_trips(text: str) -> bool:
 
 
 YAML_PIECES = st.sampled_from([
-    "name: x\n", "scales:\n", "  - ", "- ", "[", "]", "{", "}", ": ", ", ", "&a ", "*a", "!!python/object/apply:os.system ",
-    "<<: ", "---\n", "\t", "'", '"', "# ", "%YAML 1.1\n", "? ", "|\n", ">\n", "${env:X}", "\\0", "\x00", "\ufeff",
-    "é", "\U0001f600", "\n", "  ", "plugin: command\n", "config: {argv: [x]}\n", "1e400", "-.inf", ".nan", "~",
+    "name: x\n", "scales:\n", "  - ", "- ", "[", "]", "{", "}", ": ", ", ", "&a ", "*a",
+    "!!python/object/apply:os.system ", "<<: ", "---\n", "\t", "'", '"', "# ", "%YAML 1.1\n", "? ", "|\n", ">\n",
+    "${env:X}", "\\0", "\x00", "\ufeff", "é", "\U0001f600", "\n", "  ", "plugin: command\n", "config: {argv: [x]}\n",
+    "1e400", "-.inf", ".nan", "~",
 ])
 deep_nesting = st.tuples(
     st.sampled_from([1, 10, 49, 50, 51, 300, 1200]), st.sampled_from([("[", "]"), ("{a: ", "}"), ("- ", "")])
@@ -167,7 +168,8 @@ deep_nesting = st.tuples(
 survives (a few hundred levels; deeper text costs the same, about a second, since the composer stops there)."""
 alias_bombs = st.tuples(st.integers(2, 12), st.integers(2, 12)).map(
     lambda width_depth: "name: x\na0: &a0 [x]\n" + "".join(
-        f"a{level}: &a{level} [{', '.join([f'*a{level - 1}'] * width_depth[0])}]\n" for level in range(1, width_depth[1])
+        f"a{level}: &a{level} [{', '.join([f'*a{level - 1}'] * width_depth[0])}]\n"
+        for level in range(1, width_depth[1])
     ) + "scales: [{name: s, plugin: command, config: {argv: [x]}}]\n"
 )
 raw_texts = st.one_of(texts, st.lists(YAML_PIECES | texts, max_size=30).map("".join), deep_nesting, alias_bombs)
@@ -202,6 +204,13 @@ def locations(data: Any, loc: tuple[str | int, ...] = ()) -> Iterator[tuple[str 
         yield from locations(value, (*loc, key))
 
 
+def node_at(data: Any, loc: tuple[str | int, ...]) -> Any:
+    """The node of ``data`` at ``loc``."""
+    for part in loc:
+        data = data[part]
+    return data
+
+
 def replaced(data: Any, loc: tuple[str | int, ...], value: Any) -> Any:
     """A copy of ``data`` with the node at ``loc`` set to ``value``."""
     if not loc:
@@ -229,7 +238,8 @@ def assert_names_the_field(error: SpecError, loc: tuple[str | int, ...], origina
     below = (f"{target}.", f"{target}[")
     within = yaml_path(block(loc))
     paths = [issue.path for issue in error.issues]
-    if any(path in ancestors or path.startswith(below) or path.startswith((f"{within}.", f"{within}[")) for path in paths):
+    inside_block = (f"{within}.", f"{within}[")
+    if any(path in ancestors or path.startswith(below) or path.startswith(inside_block) for path in paths):
         return
     dangling = loc[-1] == "name" and all(f"unknown scale {original!r}" in issue.message for issue in error.issues)
     yaml_level = all(issue.path == "<root>" and issue.message.startswith("invalid YAML") for issue in error.issues)
@@ -276,19 +286,16 @@ def test_one_field_of_a_valid_spec_set_to_anything_is_reported_at_its_path(
     result = outcome(text, BASES[base])
     event(type(result).__name__)
     if isinstance(result, SpecError):
-        original: Any = spec
-        for part in loc:
-            original = original[part]
-        assert_names_the_field(result, loc, original)
+        assert_names_the_field(result, loc, node_at(spec, loc))
 
 
 @fuzz("extra_key")
 @given(base=st.sampled_from(sorted(BASES)), data=st.data(), key=texts.filter(bool), value=structures)
 def test_an_unknown_key_anywhere_is_reported_at_its_path(base: str, data: st.DataObject, key: str, value: Any) -> None:
     spec = base_data(base)
-    mappings = [loc for loc in [(), *locations(spec)] if isinstance(_at(spec, loc), dict)]
+    mappings = [loc for loc in [(), *locations(spec)] if isinstance(node_at(spec, loc), dict)]
     loc = data.draw(st.sampled_from(sorted(mappings, key=yaml_path)), label="mapping")
-    mapping = _at(spec, loc)
+    mapping = node_at(spec, loc)
     assume(key not in mapping)
     mutated = replaced(spec, loc, {**mapping, key: value})
     text = dump(mutated)
@@ -297,12 +304,6 @@ def test_an_unknown_key_anywhere_is_reported_at_its_path(base: str, data: st.Dat
     event(type(result).__name__)
     if isinstance(result, SpecError):  # free-form mappings (kwargs, env, parameters) may take the key
         assert_names_the_field(result, (*loc, key), None)
-
-
-def _at(data: Any, loc: tuple[str | int, ...]) -> Any:
-    for part in loc:
-        data = data[part]
-    return data
 
 
 # --- paths ----------------------------------------------------------------------------------------------------
@@ -475,7 +476,8 @@ def hostile_spec(name: str, values: list[str]) -> str:
             {"name": "argv", "plugin": "command",
              "config": {"argv": ["printf", "[%s]\\n", "{value}", "pre {value} post"], "parameters": {"value": values}}},
             {"name": "env", "plugin": "command",
-             "config": {"argv": ["printenv", "HOSTILE"], "env": {"HOSTILE": "{value}"}, "parameters": {"value": values}}},
+             "config": {"argv": ["printenv", "HOSTILE"], "env": {"HOSTILE": "{value}"},
+                        "parameters": {"value": values}}},
             {"name": "call", "plugin": "function",
              "config": {"function": "builtins:str", "parameters": {"object": values}}},
         ],
@@ -610,7 +612,7 @@ LIBRARY_FILES = [
 def test_a_library_file_outside_the_spec_folder_is_refused_before_any_directory_exists(
     sandbox: Path, library_file: str, refusal: str
 ) -> None:
-    pytest.importorskip("dockstring", reason="the docking scales are the `campaign` extra: pip install -e '.[campaign]'")
+    pytest.importorskip("dockstring", reason="the docking scales are the `campaign` extra: pip install -e .[campaign]")
     (sandbox / "outside.smi").write_text("CCO ethanol\n")
     (sandbox / "outside" / "lib.smi").write_text("CCO ethanol\n")
     spec = {"name": "library", "scales": [{"name": "ml1", "plugin": "active-docking", "config": {
@@ -637,7 +639,8 @@ def test_huge_numbers_run_or_fail_their_task_clearly(sandbox: Path) -> None:
             "scales": [
                 {"name": "first", "plugin": "command", "max_in_flight": huge,
                  "config": {"argv": ["true"], "priority": huge, "parameters": {"p": [huge, math.inf, math.nan]}}},
-                {"name": "endless", "plugin": "command", "config": {"argv": ["true"], "resources": {"walltime": math.inf}}},
+                {"name": "endless", "plugin": "command",
+                 "config": {"argv": ["true"], "resources": {"walltime": math.inf}}},
                 {"name": "greedy", "plugin": "command",
                  "config": {"argv": ["true"], "resources": {"cores": MAX_COUNT}}},
             ]}

@@ -20,8 +20,9 @@ selector. Three properties matter more than speed:
   retried at the next poll. Every such problem is a :class:`StreamError` that
   names the file and what is wrong, whatever h5py raised underneath. A file
   shorter than its HDF5 superblock says is refused before HDF5 opens it: in
-  SWMR mode HDF5 does not check the end of the file, and reading past the end
-  of a truncated one can loop for ever.
+  SWMR mode HDF5 does not check the end of the file, and reading a file cut at
+  100 bytes did not return in 10 minutes (HDF5 sleeps between its SWMR read
+  retries), which would freeze the coordinator.
 
 A frame's identity is ``(file, index)``. The tailer keeps the next index per
 file; :meth:`StreamTailer.state` and :meth:`StreamTailer.restore` carry it
@@ -148,7 +149,8 @@ def _truncation(path: Path) -> str | None:
         return f"its HDF5 superblock is corrupt (addresses of {width} bytes)"
     needed = 12 + 4 * width + 4
     if len(head) < needed:
-        return f"it ends inside its HDF5 superblock ({len(head)} of {needed} bytes): it was cut short or is still being created"
+        return (f"it ends inside its HDF5 superblock ({len(head)} of {needed} bytes): it was cut short or is still "
+                "being created")
     code = {2: "<H", 4: "<I", 8: "<Q"}[width]
     base, end = (struct.unpack_from(code, head, 12 + width * slot)[0] for slot in (0, 2))
     size = os.stat(path).st_size
@@ -213,7 +215,9 @@ class _Handle:
             if not dataset.shape:
                 raise StreamError(self.path, f"{name} is a single value, not one row per frame")
             if dataset.shape[0] < stop:
-                raise StreamError(self.path, f"{name} has {dataset.shape[0]} frames, fewer than the {stop} complete ones")
+                raise StreamError(
+                    self.path, f"{name} has {dataset.shape[0]} frames, fewer than the {stop} complete ones"
+                )
             return dataset[start:stop]
         except StreamError:
             raise

@@ -358,7 +358,7 @@ def test_read_frame_of_a_file_cut_short_raises_a_stream_error_naming_it(
     tmp_path: Path, whole_stream: bytes, keep: float
 ) -> None:
     """Cut inside the signature, inside the superblock, in the metadata, in the data, one byte short: HDF5 in SWMR
-    mode does not check the end of the file, and read the file cut at 100 bytes in an endless loop before."""
+    mode does not check the end of the file, and reading the file cut at 100 bytes did not return in 10 minutes."""
     cut = int(len(whole_stream) * keep) if isinstance(keep, float) else keep % len(whole_stream)
     path = tmp_path / "cut.h5md"
     path.write_bytes(whole_stream[:cut])
