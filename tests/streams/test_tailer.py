@@ -425,3 +425,21 @@ def test_the_tailer_skips_cut_and_misshapen_streams_with_one_warning_each_and_re
     assert warnings["cut.h5md"].startswith("it is truncated: ")
     assert warnings["wide.h5md"] == ("observable 'contacts' has frames of shape (4, 4), where the streams read "
                                      "before have (3, 3): a stream of another system, or a corrupt one")
+
+
+def test_a_corrupt_metadata_block_fails_in_milliseconds_not_hours(tmp_path: Path, whole_stream: bytes) -> None:
+    """A SWMR reader retries a block whose checksum fails, sleeping twice as long each time: with HDF5's default of
+    100 attempts, one zeroed block kept read_frame (and a coordinator promoting from the file) waiting for hours."""
+    reasons = []
+    started = time.monotonic()
+    for offset in range(1500, len(whole_stream), 1500):
+        damaged = bytearray(whole_stream)
+        damaged[offset:offset + 64] = bytes(64)
+        path = tmp_path / f"damaged-at-{offset}.h5md"
+        path.write_bytes(bytes(damaged))
+        try:
+            read_frame(path, 2)
+        except tailer_module.StreamError as error:
+            reasons.append(error.reason)
+    assert time.monotonic() - started < 30
+    assert any("incorrect metadata checksum after all read attempts" in reason for reason in reasons), reasons
