@@ -631,11 +631,12 @@ class LocalBackend(Backend):
 
         A fresh interpreter rather than :mod:`multiprocessing`'s spawn, which would
         re-import the caller's ``__main__`` (a user's script without a main guard).
-        With ``-X faulthandler``, a call that crashes its worker (a segfault in
-        a C extension) leaves the Python stack of the crash in its ``stderr.txt``.
+        The worker enables :mod:`faulthandler` (see :func:`pyworker.serve`), so a
+        call that crashes it (a segfault in a C extension) leaves the Python stack
+        of the crash in its ``stderr.txt``.
         """
         ours, theirs = socket.socketpair()
-        argv = [sys.executable, "-X", "faulthandler", "-m", "mummi_like.backends.pyworker", str(theirs.fileno()),
+        argv = [sys.executable, "-m", "mummi_like.backends.pyworker", str(theirs.fileno()),
                 str(os.getpid()), str(self._scratch)]
         process = subprocess.Popen(
             argv + [str(path) for path in self.python_path],

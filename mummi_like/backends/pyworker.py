@@ -13,10 +13,12 @@ cross back as JSON text so that the coordinator never unpickles user objects.
 
 from __future__ import annotations
 
+import faulthandler
 import importlib
 import json
 import os
 import select
+import signal
 import sys
 import threading
 import time
@@ -224,8 +226,22 @@ class Inbox:
         return self.queue.popleft()
 
 
+def _enable_crash_stacks() -> None:
+    """Print the Python stack when a call crashes the worker (SIGSEGV, SIGBUS, SIGFPE, SIGILL), into its stderr.
+
+    :mod:`faulthandler` also takes SIGABRT, with a C handler that
+    :func:`signal.getsignal` reports as ``None``; libraries that save and restore
+    handlers around a critical section (openmmtools' ``mpiplus.delay_termination``
+    does, for SIGINT, SIGTERM and SIGABRT) then fail restoring ``None``. SIGABRT
+    therefore goes back to its default, which still ends the worker with the signal.
+    """
+    faulthandler.enable()
+    signal.signal(signal.SIGABRT, signal.SIG_DFL)
+
+
 def serve(conn: Channel, scratch: str, python_path: list[str], parent_pid: int) -> None:
     """Serve call requests until the socket closes or a ``None`` request arrives."""
+    _enable_crash_stacks()
     sys.path[:0] = python_path
     for name in THREAD_VARIABLES:
         os.environ.setdefault(name, "1")

@@ -50,3 +50,15 @@ def touch_after(path: str, seconds: float) -> float:
     with open(path, "w") as handle:
         handle.write(str(os.getpid()))
     return time.time()
+
+
+def save_and_restore_termination_handlers() -> list[str]:
+    """What openmmtools' ``mpiplus.delay_termination`` does around a write: save, replace and restore handlers."""
+    import signal
+
+    saved = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGABRT)}
+    for signum in saved:
+        signal.signal(signum, lambda *_: None)
+    for signum, handler in saved.items():
+        signal.signal(signum, handler)
+    return sorted(signal.Signals(signum).name for signum in saved)
