@@ -11,6 +11,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -18,7 +19,8 @@ from pathlib import Path
 from mummi_like.files import atomic_write_text
 
 LOCK_FILE = "coordinator.lock"
-CANCEL_FILE = "control/cancel.json"
+CONTROL_DIR = "control"
+CANCEL_PATTERN = "cancel-*.json"
 SPEC_META = "spec"
 
 
@@ -68,8 +70,18 @@ def coordinator_running(directory: Path) -> bool:
 
 
 def request_cancel(directory: Path, tasks: list[str] | None = None, scales: list[str] | None = None) -> Path:
-    """Ask the running coordinator to cancel tasks (all when both filters are empty)."""
-    path = directory / CANCEL_FILE
-    path.parent.mkdir(exist_ok=True)
+    """Ask the running coordinator to cancel tasks (all when both filters are empty).
+
+    Each request is a file of its own, named by time and process, so that two
+    requests made between two looks of the coordinator are both honoured.
+    """
+    folder = directory / CONTROL_DIR
+    folder.mkdir(exist_ok=True)
+    path = folder / f"cancel-{time.time_ns()}-{os.getpid()}.json"
     atomic_write_text(path, json.dumps({"tasks": tasks or None, "scales": scales or None}))
     return path
+
+
+def pending_cancels(directory: Path) -> list[Path]:
+    """The cancel requests waiting for the coordinator, oldest first."""
+    return sorted((directory / CONTROL_DIR).glob(CANCEL_PATTERN))

@@ -35,7 +35,7 @@ from typing import Any
 from mummi_like import events
 from mummi_like.backends.base import Backend, BackendEvent, UnsatisfiableRequest
 from mummi_like.campaign.coupling import COUPLING_LABEL, PROMOTED_LABEL, Coupling
-from mummi_like.campaign.control import CANCEL_FILE, SPEC_META, CampaignError, coordinator_lock
+from mummi_like.campaign.control import SPEC_META, CampaignError, coordinator_lock, pending_cancels
 from mummi_like.campaign.policy import Load, Policy
 from mummi_like.campaign.reporting import Reporter
 from mummi_like.campaign.stats import LoopStats
@@ -618,12 +618,18 @@ class Campaign:
         if max_hours is not None and time.time() - started > max_hours * 3600:
             self._stop_reason = f"budgets.max_hours ({max_hours:g} h) reached"
         self._stop_reason = self._stop_reason or self.backend.stop_reason()
-        request_path = self.directory / CANCEL_FILE
-        if not request_path.exists():
-            return
-        request = json.loads(request_path.read_text())
-        request_path.unlink()
-        self.cancel(request.get("tasks"), request.get("scales"))
+        requests = pending_cancels(self.directory)
+        for path in requests:
+            try:
+                request = json.loads(path.read_text())
+                self.cancel(request.get("tasks"), request.get("scales"))
+            except (OSError, ValueError, AttributeError) as error:  # not written by `mummi-like cancel`
+                self.store.log_event(events.CANCEL_REQUESTED, time.time(), request=path.name,
+                                     error=f"unreadable request, ignored: {error}")
+        if requests:
+            self.store.flush()  # the cancellations are committed before their requests go: a crash repeats, not loses
+            for path in requests:
+                path.unlink()
 
     def cancel(self, tasks: list[str] | None = None, scales: list[str] | None = None) -> int:
         """Cancel matching tasks that are not final (all when no filter); returns how many."""

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from mummi_like.campaign.control import pending_cancels, request_cancel
 from mummi_like.campaign.loop import Campaign, CampaignError, Summary, coordinator_lock
 from mummi_like.campaign.reporting import Reporter
 from mummi_like.cli import stage_states
@@ -372,3 +373,26 @@ def test_the_campaign_store_syncs_as_the_spec_says_at_create_and_at_resume(
         levels.append(store._conn.execute("PRAGMA synchronous").fetchone()[0])
         store.close()
     assert levels == [level, level]
+
+
+def test_two_cancel_requests_made_before_the_coordinator_looks_are_both_honoured(tmp_path: Path) -> None:
+    spec = write_spec(tmp_path / "spec", """
+        name: two-cancels
+        python_path: ["."]
+        scales:
+          - name: first
+            plugin: function
+            config: {function: "campaign_tasks:interval", parameters: {ms: [50, 50]}}
+          - name: second
+            plugin: function
+            config: {function: "campaign_tasks:interval", parameters: {ms: [60, 60]}}
+          - name: kept
+            plugin: function
+            config: {function: "campaign_tasks:interval", parameters: {ms: [10]}}
+        """)
+    campaign = Campaign.from_text(spec.read_text(), spec, tmp_path / "run")
+    request_cancel(tmp_path / "run", scales=["first"])
+    request_cancel(tmp_path / "run", scales=["second"])
+    summary = campaign.run()
+    assert summary.counts == {"first": {"canceled": 2}, "second": {"canceled": 2}, "kept": {"done": 1}}
+    assert pending_cancels(tmp_path / "run") == []
