@@ -344,6 +344,21 @@ def write_poses(poses_pdbqt: str, ligand_id: str, scores: Sequence[float], path:
             writer.write(molecule, confId=conformer.GetId())
 
 
+VINA_SEED_FOR_ZERO = 2**31 - 1
+"""What Vina gets for seed 0, which Vina itself reads as "draw a random seed" (see :func:`vina_seed`)."""
+
+
+def vina_seed(seed: int) -> int:
+    """The seed handed to Vina for a config's ``seed``.
+
+    Vina reads 0 as "draw a random seed", which made seed 0, the default, the
+    one setting whose scores changed from run to run (by up to 0.4 kcal/mol,
+    enough to change which molecules the active learning docks next). Every
+    other seed goes to Vina as it is, so results of seeds >= 1 are unchanged.
+    """
+    return seed or VINA_SEED_FOR_ZERO
+
+
 def dock_batch(
     ligands: list[list[str]],
     receptor: str,
@@ -391,7 +406,7 @@ def dock_batch(
     """
     from vina import Vina
 
-    vina = Vina(sf_name="vina", cpu=cpu, seed=seed, verbosity=0)
+    vina = Vina(sf_name="vina", cpu=cpu, seed=vina_seed(seed), verbosity=0)
     vina.set_receptor(receptor)
     vina.compute_vina_maps(center=center, box_size=size)
     folder = Path(POSES)

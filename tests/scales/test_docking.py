@@ -205,3 +205,14 @@ def test_a_batch_of_undockable_ligands_reports_each_and_still_docks_the_good_one
     for (ligand_id, smiles), (_, reason) in zip(ligands, UNDOCKABLE):
         assert results[ligand_id]["smiles"] == smiles and re.match(reason, str(results[ligand_id]["error"]))
     assert isinstance(results["good"]["score"], float) and (tmp_path / str(results["good"]["poses"])).is_file()
+
+
+def test_seed_zero_docks_the_same_way_every_time(tmp_path: Path) -> None:
+    """Vina reads seed 0 as 'pick a random seed'; the scale's seed 0 (the default) must be as reproducible as any."""
+    config = DockingConfig(box_size=12.0, exhaustiveness=1, max_evals=2_000, poses=1, seed=0)
+    ligands = [["ethyl-benzoate", "CCOC(=O)c1ccccc1"]]
+    (tmp_path / "first").mkdir()
+    (tmp_path / "second").mkdir()
+    first = _dock(tmp_path / "first", ligands, config)
+    second = _dock(tmp_path / "second", ligands, config)
+    assert first["ethyl-benzoate"]["score"] == second["ethyl-benzoate"]["score"]
