@@ -16,6 +16,7 @@ backend gets persistence, retries and resume for free.
 from __future__ import annotations
 
 import abc
+import signal
 from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
@@ -24,6 +25,17 @@ from typing import ClassVar, Literal
 from pydantic import BaseModel, Field
 
 from mummi_like.tasks import Resources, StrictModel, TaskResult, TaskSpec
+
+
+def describe_signal(signum: int) -> str:
+    """``SIGSEGV (Segmentation fault)``: the name to search for and what it means, since few people know that
+    SIGXFSZ is a file-size limit (a full quota) or SIGBUS a truncated memory-mapped file."""
+    try:
+        name = signal.Signals(signum).name
+    except ValueError:  # a real-time signal without a name of its own
+        name = f"signal {signum}"
+    meaning = signal.strsignal(signum)
+    return f"{name} ({meaning})" if meaning else name
 
 
 class BackendUnavailable(RuntimeError):

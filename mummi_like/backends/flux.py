@@ -122,6 +122,7 @@ from mummi_like.backends.base import (
     BackendUnavailable,
     Capacity,
     UnsatisfiableRequest,
+    describe_signal,
 )
 from mummi_like.backends.flux_runner import RESULT_FILE
 from mummi_like.backends.local import CAMPAIGN_VARIABLE, JOB_VARIABLE
@@ -219,14 +220,6 @@ def decode_status(status: int) -> tuple[int | None, int | None]:
     if code > 128 and code - 128 in signal.valid_signals():
         return None, code - 128
     return code, None
-
-
-def _signal_name(number: int) -> str:
-    """``SIGKILL`` for 9; real-time signals have no name of their own."""
-    try:
-        return signal.Signals(number).name
-    except ValueError:
-        return f"signal {number}"
 
 
 class FluxBackend(Backend):
@@ -670,7 +663,7 @@ class FluxBackend(Backend):
             self._read_call(job.workdir, payload, result, detail)
         elif result.signal is not None:
             result.failure = Failure(kind="signal", signal=result.signal,
-                                     message=f"{payload.argv[0]} was killed by {_signal_name(result.signal)}{detail}")
+                                     message=f"{payload.argv[0]} was killed by {describe_signal(result.signal)}{detail}")
         elif result.exit_code:
             result.failure = Failure(kind="exit", exit_code=result.exit_code,
                                      message=f"{payload.argv[0]} exited with code {result.exit_code}{detail}")
@@ -688,7 +681,7 @@ class FluxBackend(Backend):
         try:
             outcome = json.loads((workdir / RESULT_FILE).read_text())
         except (FileNotFoundError, ValueError):
-            how = (f"was killed by {_signal_name(result.signal)}" if result.signal is not None
+            how = (f"was killed by {describe_signal(result.signal)}" if result.signal is not None
                    else f"exited with code {result.exit_code}")
             tail = _tail(workdir / "stderr.txt")
             result.failure = Failure(

@@ -53,7 +53,7 @@ from pydantic import Field
 
 from mummi_like.backends import pyworker
 from mummi_like.backends.channel import Channel
-from mummi_like.backends.base import Backend, BackendConfig, BackendEvent, Capacity
+from mummi_like.backends.base import Backend, BackendConfig, BackendEvent, Capacity, describe_signal
 from mummi_like.tasks import CallablePayload, Failure, TaskResult, TaskSpec
 
 #: Largest request handed to a busy worker ahead of time, below a socket pair's buffer.
@@ -75,17 +75,6 @@ def detected_gpus() -> list[int]:
     except (subprocess.SubprocessError, OSError):
         return []
     return list(range(sum(1 for line in listing.splitlines() if line.startswith("GPU "))))
-
-
-def describe_signal(signum: int) -> str:
-    """``SIGSEGV (Segmentation fault)``: the name to search for and what it means, since few people know that
-    SIGXFSZ is a file-size limit (a full quota) or SIGBUS a truncated memory-mapped file."""
-    try:
-        name = signal.Signals(signum).name
-    except ValueError:  # a real-time signal without a name of its own
-        name = f"signal {signum}"
-    meaning = signal.strsignal(signum)
-    return f"{name} ({meaning})" if meaning else name
 
 
 class LocalConfig(BackendConfig):
