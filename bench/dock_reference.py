@@ -12,7 +12,7 @@ stopped after 520 rows and resumed with ``--workers 2`` (87 min for the other 44
 the scores do not depend on the number of workers or on where a run was resumed.
 
 Library: ``drug_data.library(5000, seed=2024)`` (a uniform sample of the MOSES training set) plus
-``drug_data.known_ligands()``. Docking: :func:`mummi_scales.docking.dock_batch` into dockstring's PGR receptor
+``drug_data.known_ligands()``. Docking: :func:`mummi_scales.drug_discovery.docking.dock_batch` into dockstring's PGR receptor
 with its box center, a 20 A cubic box, exhaustiveness 4, ``max_evals`` 20000, seed 0 (3D embedding and Vina),
 one Vina thread per worker: the fast setting the ``docking`` scale's ``box_size`` and ``max_evals`` fields
 document (0.7 s per molecule on one core, within ~0.3 kcal/mol of exhaustiveness 8 in the full 30 A box).
@@ -39,8 +39,8 @@ from pathlib import Path
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from mummi_scales import drug_data as data
-from mummi_scales.docking import dock_batch
+from mummi_scales.drug_discovery import data
+from mummi_scales.drug_discovery.docking import dock_batch
 
 REFERENCE = Path(__file__).resolve().parents[1] / "data" / "pgr_reference_scores.csv.gz"
 """The table this script writes and ``effective_performance.py`` reads."""

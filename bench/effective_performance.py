@@ -3,8 +3,8 @@
 Replays the ``active-docking`` campaign against ``data/pgr_reference_scores.csv.gz`` (written by
 ``bench/dock_reference.py``): the table is the oracle, so a "docking call" is a look-up, and a whole campaign
 takes seconds of surrogate training instead of hours of Vina. The replay uses the scale's own code
-(:func:`mummi_selectors.surrogate.learn_round`: the same fingerprints, ensemble, acquisition, held-out split
-and stop rules; round 0 drawn by the same seeded :func:`~mummi_selectors.surrogate.random_choice`), once per
+(:func:`mummi_scales.drug_discovery.surrogate.learn_round`: the same fingerprints, ensemble, acquisition, held-out split
+and stop rules; round 0 drawn by the same seeded :func:`~mummi_scales.drug_discovery.surrogate.random_choice`), once per
 acquisition function (greedy, ucb, thompson, and random as the baseline) and seed, side by side.
 
 Figures per acquisition (mean over seeds):
@@ -41,7 +41,7 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from mummi_selectors.surrogate import (
+from mummi_scales.drug_discovery.surrogate import (
     ActiveLearningConfig,
     SurrogateConfig,
     capped,

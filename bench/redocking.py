@@ -3,11 +3,11 @@
 The crystal structure 1A28 (chain A, shipped by MDAnalysisTests) holds
 progesterone (residue STR) in the receptor's pocket. Progesterone is redocked
 from its SMILES exactly as the campaign's S1 docks a library molecule
-(``mummi_scales.docking.dock_batch``: RDKit + Dimorphite-DL + ETKDG, meeko,
+(``mummi_scales.drug_discovery.docking.dock_batch``: RDKit + Dimorphite-DL + ETKDG, meeko,
 Vina) into
 
 * **crystal**: the receptor prepared from 1A28 by
-  ``mummi_scales.receptors.prepare_crystal_receptor`` (PDBFixer + meeko, box
+  ``mummi_scales.drug_discovery.receptors.prepare_crystal_receptor`` (PDBFixer + meeko, box
   around the crystal ligand), and
 * **dockstring**: the PGR receptor and box that dockstring ships, which the
   campaign docks into by default.
@@ -45,9 +45,9 @@ from rdkit.Chem import rdMolAlign
 from rich.console import Console
 from rich.table import Table
 
-from mummi_scales import drug_data as data
-from mummi_scales.docking import POSES, dock_batch, ligand_pdbqt, prepare_ligand
-from mummi_scales.receptors import prepare_crystal_receptor, pocket_superposition
+from mummi_scales.drug_discovery import data
+from mummi_scales.drug_discovery.docking import POSES, dock_batch, ligand_pdbqt, prepare_ligand
+from mummi_scales.drug_discovery.receptors import prepare_crystal_receptor, pocket_superposition
 
 HERE = Path(__file__).resolve().parent
 PROGESTERONE = "known-progesterone"

@@ -27,7 +27,6 @@ coordinator continues where it stopped.
 from __future__ import annotations
 
 import abc
-import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -108,17 +107,6 @@ class TrainingTask:
     def payload(self) -> CallablePayload:
         """The task's payload, as a :class:`~mummi_like.tasks.TaskSpec` takes it."""
         return CallablePayload(function=self.function, kwargs=self.kwargs)
-
-
-def seeded_uniform(seed: int, ids: Sequence[str]) -> np.ndarray:
-    """A uniform number in [0, 1) per id, fixed by ``seed`` and the id alone.
-
-    Scores of the random phase of a selector come from here rather than from a
-    random generator: they do not depend on batch sizes or arrival order, and
-    there is no generator state to persist for a restart to continue the same way.
-    """
-    digests = (hashlib.blake2b(f"{seed}\0{i}".encode(), digest_size=8).digest() for i in ids)
-    return np.fromiter((int.from_bytes(d, "little") / 2.0**64 for d in digests), dtype=np.float64, count=len(ids))
 
 
 def name_frames(ids: Sequence[str], bad: np.ndarray) -> str:

@@ -36,7 +36,7 @@ def test_groups_name_every_kind() -> None:
 def test_installed_lists_the_registered_builtin_names_without_importing_them() -> None:
     scales = plugins.installed("scale")
     assert {"command", "function"} <= set(scales)
-    assert scales["command"].value == "mummi_scales.command:CommandScale"
+    assert scales["command"].value == "mummi_scales.generic.command:CommandScale"
     assert plugins.installed("backend")["local"].value == "mummi_like.backends.local:LocalBackend"
     assert list(scales) == sorted(scales)
 

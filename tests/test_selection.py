@@ -14,7 +14,6 @@ from mummi_like.selection import (
     SelectorConfig,
     SelectorContext,
     TrainingTask,
-    seeded_uniform,
 )
 from mummi_like.store import CandidateRow, Store
 from mummi_like.tasks import CallablePayload, Resources, TaskSpec
@@ -188,16 +187,6 @@ def test_training_task_is_checked_when_built_and_gives_a_callable_payload() -> N
         TrainingTask("pkg.mod.train", {}, Resources(), "/m.pt")
     with pytest.raises(TypeError, match="not JSON serializable"):
         TrainingTask("pkg.mod:train", {"data": Path("/d.npz")}, Resources(), "/m.pt")
-
-
-def test_seeded_uniform_depends_on_seed_and_id_only() -> None:
-    ids = [f"f:{i}" for i in range(100)]
-    values = seeded_uniform(3, ids)
-    assert values.shape == (100,) and ((0 <= values) & (values < 1)).all()
-    assert len(set(values)) == 100
-    np.testing.assert_array_equal(seeded_uniform(3, ids[::-1]), values[::-1])
-    assert not np.array_equal(seeded_uniform(4, ids), values)
-    assert seeded_uniform(3, []).shape == (0,)
 
 
 def test_pool_in_memory_tracks_waiting_and_promoted_frames() -> None:

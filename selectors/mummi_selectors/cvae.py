@@ -29,16 +29,16 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from mummi_like.files import atomic_write
-from mummi_like.selection import (
+from mummi_like import (
+    Resources,
     Selector,
     SelectorConfig,
     SelectorContext,
     TrainingTask,
+    atomic_write,
     name_frames,
     seeded_uniform,
 )
-from mummi_like.tasks import Resources
 from mummi_selectors.neighbours import local_outlier_factor
 
 TRAIN_FUNCTION = "mummi_selectors.cvae:train"

@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 from pydantic import Field
 
-from mummi_like.selection import Selector, SelectorConfig, SelectorContext, seeded_uniform
+from mummi_like import Selector, SelectorConfig, SelectorContext, seeded_uniform
 from mummi_selectors.neighbours import pairwise_distances
 
 

@@ -59,7 +59,7 @@ from collections.abc import Sequence
 import numpy as np
 from pydantic import Field
 
-from mummi_like.selection import Selector, SelectorConfig, name_frames
+from mummi_like import Selector, SelectorConfig, name_frames
 
 FEATURE = ("mean", "sem", "ci_low", "ci_high")
 """What one frame's feature holds, in this order (kcal/mol): the S3-CG summary's ``estimate`` observable."""

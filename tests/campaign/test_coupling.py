@@ -18,7 +18,7 @@ from mummi_like.spec import CouplingSpec
 from mummi_like.store import Store
 from mummi_like.streams import H5MDWriter
 from mummi_like.streams.tailer import read_frame
-from mummi_scales.chain_md import ChainMDConfig, ChainMDScale
+from mummi_scales.generic.chain_md import ChainMDConfig, ChainMDScale
 from mummi_selectors.novelty import NoveltyConfig, NoveltySelector
 
 SPEC = """

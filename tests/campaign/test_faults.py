@@ -129,7 +129,7 @@ scales:
   - name: diverge             # the chain-md task at twice its stable timestep: the dynamics turn NaN
     plugin: function
     config:
-      function: "mummi_scales.chain_md:run_chain"
+      function: "mummi_scales.generic.chain_md:run_chain"
       kwargs: {beads: 12, temperature: 300.0, timestep: 0.08, friction: 1.0, steps: 400, report_interval: 20,
                contact_cutoff: 0.6, seed: 1, platform: Reference}
       retry: {max_retries: 1, exceptions: [SimulationDiverged]}

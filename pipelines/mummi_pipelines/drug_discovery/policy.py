@@ -23,10 +23,8 @@ from __future__ import annotations
 import html
 from typing import Any
 
-from mummi_like.campaign.policy import DependencyPolicy
-from mummi_like.report import ReportSection
+from mummi_like import DependencyPolicy, ReportSection, TaskState
 from mummi_like.store import Store
-from mummi_like.tasks import TaskState
 from mummi_pipelines.drug_discovery.ranking import RANKING_CSV, STAGE
 
 

@@ -38,13 +38,11 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
+from mummi_scales.drug_discovery.data import enrichment_factor
+from mummi_scales.generic.parameters import campaign_root
 from pydantic import Field, JsonValue
 
-from mummi_like.files import atomic_write
-from mummi_like.scale import DoneTask, Scale
-from mummi_like.tasks import CallablePayload, Resources, StrictModel, TaskSpec
-from mummi_scales.drug_data import enrichment_factor
-from mummi_scales.parameters import campaign_root
+from mummi_like import CallablePayload, DoneTask, Resources, Scale, StrictModel, TaskSpec, atomic_write
 
 RANK_FUNCTION = "mummi_pipelines.drug_discovery.ranking:rank"
 """What the scale's task calls."""
@@ -141,7 +139,7 @@ class RankingScale(Scale):
 
 def order_enrichment(order: list[str], unranked: list[str], actives: set[str], fraction: float) -> float | None:
     """EF at ``fraction`` of an ordered library (best first), ``unranked`` molecules tied last; ``None`` without
-    actives (see :func:`~mummi_scales.drug_data.enrichment_factor` for the definition and its tie rule)."""
+    actives (see :func:`~mummi_scales.drug_discovery.data.enrichment_factor` for the definition and its tie rule)."""
     scores = {ligand: float(position) for position, ligand in enumerate(order)} | dict.fromkeys(unranked, math.inf)
     if not scores or not actives & scores.keys():
         return None

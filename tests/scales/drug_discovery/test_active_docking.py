@@ -19,8 +19,8 @@ from mummi_like.report import ReportSection  # noqa: E402
 from mummi_like.scale import ScaleContext  # noqa: E402
 from mummi_like.store import Store  # noqa: E402
 from mummi_like.tasks import CallablePayload, TaskResult, TaskSpec, TaskState  # noqa: E402
-from mummi_scales import drug_data as data  # noqa: E402
-from mummi_scales.active_docking import (  # noqa: E402
+from mummi_scales.drug_discovery import data  # noqa: E402
+from mummi_scales.drug_discovery.active_docking import (  # noqa: E402
     FINGERPRINTS,
     LIBRARY,
     RECORD_FUNCTION,
@@ -28,7 +28,7 @@ from mummi_scales.active_docking import (  # noqa: E402
     ActiveDockingConfig,
     ActiveDockingScale,
 )
-from mummi_selectors.surrogate import PREDICTIONS, SCORES  # noqa: E402
+from mummi_scales.drug_discovery.surrogate import PREDICTIONS, SCORES  # noqa: E402
 
 MOLECULES = 16
 

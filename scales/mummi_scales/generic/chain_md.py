@@ -26,7 +26,6 @@ C-alpha: :data:`SIGMA` is the C-alpha spacing of a protein chain.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import time
 from collections.abc import Mapping
@@ -36,10 +35,8 @@ from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, Self
 import numpy as np
 from pydantic import Field, TypeAdapter, ValidationError, model_validator
 
-from mummi_like.files import atomic_write
-from mummi_like.scale import Feedback, PromotedFrame
-from mummi_like.tasks import CallablePayload, TaskSpec
-from mummi_scales.parameters import (
+from mummi_like import CallablePayload, Feedback, PromotedFrame, TaskSpec, atomic_write, task_seed
+from mummi_scales.generic.parameters import (
     ParameterizedConfig,
     ParameterizedScale,
     ParameterSpace,
@@ -51,7 +48,7 @@ from mummi_scales.parameters import (
 if TYPE_CHECKING:
     import openmm
 
-RUN_FUNCTION = "mummi_scales.chain_md:run_chain"
+RUN_FUNCTION = "mummi_scales.generic.chain_md:run_chain"
 """What every task of the scale calls."""
 TRAJECTORY = "trajectory.h5md"
 """The stream each task writes in its working directory; a coupling tails these."""
@@ -95,7 +92,7 @@ class ChainMDConfig(ParameterizedConfig):
     """Config of the ``chain-md`` scale: the chain, the dynamics, and how many seeded runs to start.
 
     Besides the fields below it takes those of every parameterized scale
-    (:class:`~mummi_scales.parameters.ParameterizedConfig`): ``resources``,
+    (:class:`~mummi_scales.generic.parameters.ParameterizedConfig`): ``resources``,
     ``retry``, ``env``, ``priority``, and ``parameters``/``combine``, which vary
     the fields in :data:`SWEEPABLE` over the replicas (``combine: zip`` with one
     value per replica gives, say, a temperature ladder).
@@ -185,17 +182,6 @@ class ChainMDConfig(ParameterizedConfig):
         return {name: getattr(self, name) for name in ("beads", *SWEEPABLE, "platform")}
 
 
-def task_seed(seed: int, task_id: str) -> int:
-    """The OpenMM seed of task ``task_id`` in a campaign seeded with ``seed``.
-
-    A hash rather than ``seed + index``, so that promoted tasks (which have no
-    index) get one too and two scales never share seeds; never 0, because
-    OpenMM reads 0 as "pick a random seed", which would make a run irreproducible.
-    """
-    digest = hashlib.blake2b(f"{seed}\0{task_id}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "little") % (2**31 - 1) + 1
-
-
 class ChainMDScale(ParameterizedScale):
     """Langevin dynamics of a folding bead-spring chain; coarse or fine by its config alone.
 
@@ -252,7 +238,7 @@ class ChainMDScale(ParameterizedScale):
         frames = int((feedback.result.value or {}).get("frames", 0))
         if frames < 1:
             return []
-        from mummi_like.streams.tailer import read_frame  # h5py only when feedback is used
+        from mummi_like import read_frame  # h5py only when feedback is used
 
         last = read_frame(feedback.workdir / TRAJECTORY, frames - 1)
         task_id = f"{self.context.name}.from-{feedback.task.id}"
@@ -349,7 +335,7 @@ def run_chain(
     import openmm
     from openmm import app, unit
 
-    from mummi_like.streams.h5md import H5MDReporter
+    from mummi_like import H5MDReporter
 
     if beads < 3 or steps < 1 or not 1 <= report_interval <= steps:
         raise ValueError(

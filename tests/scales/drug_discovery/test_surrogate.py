@@ -17,8 +17,8 @@ pytest.importorskip("rdkit", reason="fingerprints need RDKit, in the `campaign` 
 
 from rdkit import Chem  # noqa: E402
 
-from mummi_scales import drug_data as data  # noqa: E402
-from mummi_selectors.surrogate import (  # noqa: E402
+from mummi_scales.drug_discovery import data  # noqa: E402
+from mummi_scales.drug_discovery.surrogate import (  # noqa: E402
     MODEL,
     PREDICTIONS,
     SCORES,
@@ -214,7 +214,7 @@ def test_the_training_task_writes_predictions_and_chooses_the_next_batch(
 @pytest.mark.slow
 def test_the_effective_performance_bench_replays_campaigns_on_the_reference_table(tmp_path: Path) -> None:
     """The bench at a tiny scale: 300 rows of the reference table, two acquisitions, a small ensemble."""
-    bench = Path(__file__).parents[2] / "bench" / "effective_performance.py"
+    bench = Path(__file__).parents[3] / "bench" / "effective_performance.py"
     out = tmp_path / "recall.png"
     result = subprocess.run(
         [sys.executable, str(bench), "--rows", "300", "--seeds", "0", "--acquisitions", "greedy", "random",

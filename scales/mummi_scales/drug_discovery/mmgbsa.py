@@ -15,7 +15,7 @@ Binding energy (single-trajectory MM/GBSA), per frame of a replica::
     dG = E(complex) - E(receptor) - E(ligand)
 
 each ``E`` the potential energy of its own OpenMM system (the three prmtops
-:mod:`mummi_scales.complexes` writes) in the same implicit solvent, with the
+:mod:`mummi_scales.drug_discovery.complexes` writes) in the same implicit solvent, with the
 receptor's and the ligand's positions cut out of the complex frame, so
 intramolecular terms cancel exactly and only the interaction and the change of
 solvation remain. The solvation part is the generalized Born force with its
@@ -65,11 +65,8 @@ from typing import TYPE_CHECKING, Any, ClassVar, Self
 import numpy as np
 from pydantic import Field, JsonValue, model_validator
 
-from mummi_like.files import atomic_write, atomic_write_text
-from mummi_like.scale import DoneTask, Scale
-from mummi_like.tasks import TaskSpec
-from mummi_scales.chain_md import task_seed
-from mummi_scales.complexes import (
+from mummi_like import DoneTask, Scale, TaskSpec, atomic_write, atomic_write_text, task_seed
+from mummi_scales.drug_discovery.complexes import (
     ComplexError,
     Part,
     PreparedComplex,
@@ -79,17 +76,17 @@ from mummi_scales.complexes import (
     md_platform,
     simulate,
 )
-from mummi_scales.parameters import ParameterizedConfig, callable_task, campaign_root
+from mummi_scales.generic.parameters import ParameterizedConfig, callable_task, campaign_root
 
 if TYPE_CHECKING:
     import openmm
 
-    from mummi_like.report import ReportSection
+    from mummi_like import ReportSection
     from mummi_like.store import Store
 
-REPLICA_FUNCTION = "mummi_scales.mmgbsa:run_replica"
+REPLICA_FUNCTION = "mummi_scales.drug_discovery.mmgbsa:run_replica"
 """What every replica task calls."""
-SUMMARY_FUNCTION = "mummi_scales.mmgbsa:summarize"
+SUMMARY_FUNCTION = "mummi_scales.drug_discovery.mmgbsa:summarize"
 """What the summary task calls."""
 MD_STAGE = "md"
 """The ``stage`` label of the S2 segments this scale starts from."""
@@ -198,7 +195,7 @@ class BindingEnergy:
     complex
         The complex; the receptor's atoms come first, then the ligand's.
     solvent
-        The implicit-solvent model, as in :func:`~mummi_scales.complexes.build_system`.
+        The implicit-solvent model, as in :func:`~mummi_scales.drug_discovery.complexes.build_system`.
     """
 
     def __init__(self, complex: PreparedComplex, solvent: Solvent = "obc2") -> None:
@@ -307,7 +304,7 @@ def run_replica(
     """One ESMACS replica: short MD from ``start`` with fresh velocities, then MM/GBSA on every streamed frame.
 
     Runs in the task's working directory: streams :data:`TRAJECTORY` (through
-    :func:`~mummi_scales.complexes.simulate`, no minimization, so the replica
+    :func:`~mummi_scales.drug_discovery.complexes.simulate`, no minimization, so the replica
     starts from the S2 conformation as it was sampled) and writes
     :data:`RESULTS`: ``ligand``, ``replica``, ``seed``, ``units``, ``frames``
     (each ``index``, ``step``, ``time`` and the :class:`FrameEnergy` terms) and
@@ -338,13 +335,13 @@ def run_replica(
 
     Raises
     ------
-    ValueError, mummi_scales.complexes.ComplexError
+    ValueError, mummi_scales.drug_discovery.complexes.ComplexError
         For inputs that are wrong rather than physics that failed: no complex
         in the folder, a start file that does not fit it.
     """
     import openmm
 
-    from mummi_like.streams.tailer import read_frame
+    from mummi_like import read_frame
 
     began = time.perf_counter()
     prepared = load_complex(Path(complex))
@@ -452,8 +449,7 @@ def summarize(
         conformation), ``frame`` (its frame in :data:`ESTIMATES_STREAM`);
         ``failed``: id -> why it has no estimate; ``confidence``; ``seconds``.
     """
-    from mummi_like.streams.h5md import H5MDWriter
-    from mummi_like.streams.tailer import read_frame
+    from mummi_like import H5MDWriter, read_frame
 
     began = time.perf_counter()
     base = Path(root)
@@ -522,7 +518,7 @@ def summarize(
 
 def frame_count(path: Path) -> int:
     """Complete frames of a stream, read through the tailer (the one safe way to open a stream in this process)."""
-    from mummi_like.streams.tailer import StreamTailer
+    from mummi_like import StreamTailer
 
     with StreamTailer(path.parent, pattern=path.name, observables=[], positions=False) as tailer:
         return len(tailer.poll(rescan=True))
@@ -651,11 +647,11 @@ class MMGBSAScale(Scale):
 
         Raises
         ------
-        ValueError, OSError, mummi_scales.complexes.ComplexError
+        ValueError, OSError, mummi_scales.drug_discovery.complexes.ComplexError
             When no segment has a readable frame, a frame does not fit its
             complex, or a complex folder is missing.
         """
-        from mummi_like.streams.tailer import read_frame
+        from mummi_like import read_frame
 
         root = self.context.campaign_dir
         paths = [root / str(value["trajectory"]) for value in values]
@@ -690,8 +686,7 @@ class MMGBSAScale(Scale):
         """Each ligand's MM/GBSA estimate with its confidence interval, best first, as a figure and a table."""
         from matplotlib.figure import Figure
 
-        from mummi_like.report import ReportSection
-        from mummi_like.tasks import TaskState
+        from mummi_like import ReportSection, TaskState
 
         summaries = [record for record in store.tasks(states=[TaskState.DONE], scale=scale_name)
                      if record.spec.labels.get("stage") == SUMMARY and isinstance(record.value, dict)]

@@ -23,7 +23,7 @@ import zlib
 from collections.abc import Mapping
 from pathlib import Path
 
-KNOWN_LIGANDS = Path(__file__).resolve().parents[2] / "data" / "pgr_ligands.csv"
+KNOWN_LIGANDS = Path(__file__).resolve().parents[3] / "data" / "pgr_ligands.csv"
 """The known progesterone-receptor ligands (``id,name,smiles,source``); in the repository, so that their sources
 are reviewed with the code."""
 KNOWN_PREFIX = "known-"

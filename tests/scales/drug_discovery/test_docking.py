@@ -17,8 +17,8 @@ from rdkit import Chem  # noqa: E402
 from mummi_like import plugins  # noqa: E402
 from mummi_like.scale import ScaleContext  # noqa: E402
 from mummi_like.tasks import CallablePayload  # noqa: E402
-from mummi_scales import drug_data as data  # noqa: E402
-from mummi_scales.docking import (  # noqa: E402
+from mummi_scales.drug_discovery import data  # noqa: E402
+from mummi_scales.drug_discovery.docking import (  # noqa: E402
     MAX_HEAVY_ATOMS,
     DockingConfig,
     DockingScale,

@@ -22,8 +22,9 @@ from mummi_like.scale import DoneTask, ScaleContext
 from mummi_like.store import Store
 from mummi_like.streams.tailer import read_frame
 from mummi_like.tasks import CallablePayload, TaskResult, TaskSpec, TaskState
-from mummi_scales import complexes, docking, drug_data
-from mummi_scales.mmgbsa import (
+from mummi_scales.drug_discovery import complexes, docking
+from mummi_scales.drug_discovery import data as drug_data
+from mummi_scales.drug_discovery.mmgbsa import (
     ESTIMATE,
     ESTIMATES_CSV,
     ESTIMATES_STREAM,
@@ -65,7 +66,7 @@ def s2_segment(campaign: Path, prepared: complexes.PreparedComplex, number: int,
              "complex": str(prepared.folder.relative_to(campaign)), "trajectory": f"{workdir}/trajectory.h5md",
              "left_pocket": False, "ligand_rmsd": run["ligand_rmsd"]}
     spec = TaskSpec(id=task_id, workdir=workdir, labels={"scale": "md", "stage": "md", "ligand": LIGAND},
-                    payload=CallablePayload(function="mummi_scales.complexes:simulate"))
+                    payload=CallablePayload(function="mummi_scales.drug_discovery.complexes:simulate"))
     return DoneTask(spec, value, campaign / workdir)
 
 
@@ -157,7 +158,7 @@ def test_config_refuses_settings_that_make_no_frames() -> None:
 def lost() -> DoneTask:
     """An S2 segment whose trajectory is gone."""
     spec = TaskSpec(id="md.lost.s0", workdir="tasks/md/md.lost.s0", labels={"scale": "md", "stage": "md"},
-                    payload=CallablePayload(function="mummi_scales.complexes:simulate"))
+                    payload=CallablePayload(function="mummi_scales.drug_discovery.complexes:simulate"))
     value = {"ligand": "lost", "smiles": "CCO", "docking_score": -4.0, "complex": "complexes/lost",
              "trajectory": "tasks/md/md.lost.s0/trajectory.h5md", "left_pocket": True}
     return DoneTask(spec, value, Path("tasks/md/md.lost.s0"))

@@ -1,6 +1,6 @@
 """All-atom protein-ligand complexes for OpenMM, built offline from a docked pose; shared by S2 and S3.
 
-A docked pose (the SDF that :func:`mummi_scales.docking.write_poses` writes,
+A docked pose (the SDF that :func:`mummi_scales.drug_discovery.docking.write_poses` writes,
 hydrogens and bond orders rebuilt by meeko) becomes an Amber complex in three
 cached steps:
 
@@ -9,7 +9,7 @@ cached steps:
    backbone is broken (a peptide C-N farther than :data:`PEPTIDE_BREAK`: the
    prepared receptors miss whole residues, and a bond across a gap would pull
    its ends together), then PDBFixer adds missing heavy atoms and hydrogens at
-   pH :data:`~mummi_scales.docking.PH`, and a short minimization with the heavy
+   pH :data:`~mummi_scales.drug_discovery.docking.PH`, and a short minimization with the heavy
    atoms restrained relieves the receptor's clashes. Missing residues are not
    modelled (no sequence is known for a gap); their neighbours become charged
    chain ends.
@@ -61,9 +61,9 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from mummi_like.files import atomic_write, atomic_write_text
-from mummi_scales import drug_data
-from mummi_scales.docking import PH
+from mummi_like import atomic_write, atomic_write_text
+from mummi_scales.drug_discovery import data
+from mummi_scales.drug_discovery.docking import PH
 
 if TYPE_CHECKING:
     import openmm
@@ -236,7 +236,7 @@ def prepared_receptor(target: str, cache: Path) -> Path:
     from openmm.app import PDBFile
     from pdbfixer import PDBFixer
 
-    pdbqt, _, _ = drug_data.receptor(target)
+    pdbqt, _, _ = data.receptor(target)
     heavy = _receptor_heavy_pdb(pdbqt)
     fixer = PDBFixer(pdbfile=io.StringIO(heavy))
     fixer.removeHeterogens(keepWater=False)
@@ -433,7 +433,7 @@ def pocket_residues(target: str, cache: Path, feature_radius: float) -> list[int
     ComplexError
         When no C-alpha is that close (the radius is too small for the target).
     """
-    _, center, _ = drug_data.receptor(target)
+    _, center, _ = data.receptor(target)
     residues = _read_receptor(prepared_receptor(target, cache))
     chosen = [index for index, residue in enumerate(residues) if (ca := residue.atom("CA")) is not None
               and float(np.linalg.norm(ca - np.asarray(center))) <= feature_radius]
@@ -667,7 +667,7 @@ def prepare_complex(
         The ligand's campaign id and SMILES as docked (recorded; the chemistry
         comes from the pose, which is protonated at pH 7.4).
     pose_sdf
-        Docked poses, best first, as :func:`mummi_scales.docking.write_poses`
+        Docked poses, best first, as :func:`mummi_scales.drug_discovery.docking.write_poses`
         writes them; in the receptor's frame.
     target
         A dockstring target.
@@ -985,7 +985,7 @@ def simulate(
     import openmm
     from openmm import app, unit
 
-    from mummi_like.streams.h5md import H5MDReporter
+    from mummi_like import H5MDReporter
 
     start = np.asarray(positions, dtype=np.float64)
     n_atoms = len(complex.ligand_atoms) + len(complex.receptor_atoms)
@@ -1033,7 +1033,7 @@ def simulate(
 
     functions = {"ligand_rmsd": ligand_rmsd, "contacts": contact_count, "ca_contact_map": ca_contact_map}
     stream.parent.mkdir(parents=True, exist_ok=True)
-    with H5MDReporter(stream, report_interval, functions, author="mummi_scales.complexes:simulate") as reporter:
+    with H5MDReporter(stream, report_interval, functions, author="mummi_scales.drug_discovery.complexes:simulate") as reporter:
         simulation.reporters.append(reporter)
         began = time.perf_counter()
         simulation.step(steps)

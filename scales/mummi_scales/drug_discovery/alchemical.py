@@ -46,7 +46,7 @@ with zero charges and no surface term).
 
 Engine
 ------
-OpenMM systems from :func:`mummi_scales.complexes.build_system` in implicit
+OpenMM systems from :func:`mummi_scales.drug_discovery.complexes.build_system` in implicit
 solvent **without a cutoff**: with a cutoff, the reaction-field treatment of
 the alchemical GB force put the fully coupled state thousands of kcal/mol off.
 openmmtools' :class:`~openmmtools.alchemy.AbsoluteAlchemicalFactory` with an
@@ -69,7 +69,7 @@ Tasks
 summary's stream (``stream: "**/estimates.h5md"``, ``feature: estimate``):
 :meth:`AlchemicalScale.promote` finds the frame's ligand and complex in the
 ``ligands.json`` next to the stream, writes the frame's complex conformation as
-:data:`~mummi_scales.mmgbsa.START` into the task's working directory and
+:data:`~mummi_scales.drug_discovery.mmgbsa.START` into the task's working directory and
 returns a task (label ``ligand``) that runs :func:`run_alchemical`, whose value
 is ``{"ligand", "dg", "dg_err", "method", "windows", "seconds", "coarse",
 "legs", "restraint_correction"}``.
@@ -89,21 +89,19 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal, Self
 import numpy as np
 from pydantic import Field, JsonValue, model_validator
 
-from mummi_like.files import atomic_write_text
-from mummi_like.scale import PromotedFrame, Scale
-from mummi_like.tasks import TaskSpec
-from mummi_scales.complexes import PreparedComplex, build_system, load_complex, md_platform
-from mummi_scales.mmgbsa import ESTIMATE, LIGANDS_JSON, START, read_start, write_start
-from mummi_scales.parameters import ParameterizedConfig, callable_task, campaign_root
+from mummi_like import PromotedFrame, Scale, TaskSpec, atomic_write_text
+from mummi_scales.drug_discovery.complexes import PreparedComplex, build_system, load_complex, md_platform
+from mummi_scales.drug_discovery.mmgbsa import ESTIMATE, LIGANDS_JSON, START, read_start, write_start
+from mummi_scales.generic.parameters import ParameterizedConfig, callable_task, campaign_root
 
 if TYPE_CHECKING:
     import openmm
     from openmmtools import states
 
-    from mummi_like.report import ReportSection
+    from mummi_like import ReportSection
     from mummi_like.store import Store
 
-RUN_FUNCTION = "mummi_scales.alchemical:run_alchemical"
+RUN_FUNCTION = "mummi_scales.drug_discovery.alchemical:run_alchemical"
 """What every task of the scale calls."""
 RESULTS = "alchemical.json"
 """Everything a run found (legs, schedules, correction), in its working directory."""
@@ -410,7 +408,7 @@ def run_alchemical(
     ValueError
         When the start does not fit the complex, or a leg gives no finite free
         energy (see :func:`run_leg`).
-    mummi_scales.complexes.ComplexError
+    mummi_scales.drug_discovery.complexes.ComplexError
         When the folder holds no prepared complex.
     """
     began = time.perf_counter()
@@ -480,9 +478,9 @@ class AlchemicalScale(Scale):
         """The alchemical run of the ligand of ``frame``, a frame of the S3-CG summary's estimates stream.
 
         The stream holds one frame per ligand, in the order of the
-        :data:`~mummi_scales.mmgbsa.LIGANDS_JSON` next to it, which names the
+        :data:`~mummi_scales.drug_discovery.mmgbsa.LIGANDS_JSON` next to it, which names the
         ligand, its complex folder and how many atoms of the (zero-padded)
-        frame are real. Those positions go to :data:`~mummi_scales.mmgbsa.START`
+        frame are real. Those positions go to :data:`~mummi_scales.drug_discovery.mmgbsa.START`
         in the task's working directory, with where they came from.
 
         Raises
@@ -530,8 +528,7 @@ class AlchemicalScale(Scale):
         """Coarse (S3-CG MM/GBSA) against fine (alchemical) estimates of the promoted ligands."""
         from matplotlib.figure import Figure
 
-        from mummi_like.report import ReportSection
-        from mummi_like.tasks import TaskState
+        from mummi_like import ReportSection, TaskState
 
         results = [record.value for record in store.tasks(states=[TaskState.DONE], scale=scale_name)
                    if isinstance(record.value, dict) and "dg" in record.value]

@@ -7,7 +7,7 @@ finished dock tasks upstream (their values map ligand ids to
 finalist, makes
 
 - ``<scale>.<ligand>.prep`` (label ``stage: prep``): :func:`prepare`, which
-  builds the Amber complex with :func:`mummi_scales.complexes.prepare_complex`
+  builds the Amber complex with :func:`mummi_scales.drug_discovery.complexes.prepare_complex`
   in its working directory (receptor and ligand parameters cached under
   :data:`CACHE` of the campaign);
 - ``<scale>.<ligand>.md000`` (``stage: md``), depending on it: one segment of
@@ -42,20 +42,24 @@ from typing import TYPE_CHECKING, Any, ClassVar, Self
 import numpy as np
 from pydantic import Field, JsonValue, model_validator
 
-from mummi_like.files import atomic_write, atomic_write_text
-from mummi_like.scale import DoneTask, PromotedFrame, Scale
-from mummi_like.tasks import TaskSpec
-from mummi_scales import drug_data
-from mummi_scales.chain_md import task_seed
-from mummi_scales.complexes import COMPLEX_JSON, Solvent, initial_positions, load_complex, prepare_complex, simulate
-from mummi_scales.parameters import ParameterizedConfig, callable_task, campaign_root
+from mummi_like import DoneTask, PromotedFrame, Scale, TaskSpec, atomic_write, atomic_write_text, task_seed
+from mummi_scales.drug_discovery import data
+from mummi_scales.drug_discovery.complexes import (
+    COMPLEX_JSON,
+    Solvent,
+    initial_positions,
+    load_complex,
+    prepare_complex,
+    simulate,
+)
+from mummi_scales.generic.parameters import ParameterizedConfig, callable_task, campaign_root
 
 if TYPE_CHECKING:
-    from mummi_like.report import ReportSection
+    from mummi_like import ReportSection
     from mummi_like.store import Store
 
-PREPARE_FUNCTION = "mummi_scales.complex_md:prepare"
-SEGMENT_FUNCTION = "mummi_scales.complex_md:run_segment"
+PREPARE_FUNCTION = "mummi_scales.drug_discovery.complex_md:prepare"
+SEGMENT_FUNCTION = "mummi_scales.drug_discovery.complex_md:run_segment"
 PREP, MD = "prep", "md"
 """Values of the ``stage`` label."""
 TRAJECTORY = "trajectory.h5md"
@@ -123,7 +127,7 @@ class ComplexMDConfig(ParameterizedConfig):
         if self.timestep > 0.0025 and self.hydrogen_mass is None:
             problems.append(f"timestep {self.timestep} ps needs hydrogen_mass (e.g. 1.5), or use 0.002")
         try:
-            drug_data.receptor(self.target)
+            data.receptor(self.target)
         except (ValueError, ModuleNotFoundError) as error:
             problems.append(str(error))
         if problems:
@@ -245,8 +249,7 @@ class ComplexMDScale(Scale):
         """Ligand RMSD and contacts over time per segment, coloured by ligand, and a table of who left the pocket."""
         from matplotlib.figure import Figure
 
-        from mummi_like.report import ReportSection
-        from mummi_like.tasks import TaskState
+        from mummi_like import ReportSection, TaskState
 
         segments = [record for record in store.tasks(states=[TaskState.DONE], scale=scale_name)
                     if record.spec.labels.get("stage") == MD and isinstance(record.value, dict)]
@@ -325,7 +328,7 @@ def prepare(
     ligand, smiles, docking_score
         The finalist, recorded in the result.
     pose, target, pocket_radius, feature_radius, cache, complex
-        As in :func:`mummi_scales.complexes.prepare_complex` (``complex`` is
+        As in :func:`mummi_scales.drug_discovery.complexes.prepare_complex` (``complex`` is
         its ``folder``).
 
     Returns
@@ -338,7 +341,7 @@ def prepare(
 
     Raises
     ------
-    mummi_scales.complexes.ComplexError
+    mummi_scales.drug_discovery.complexes.ComplexError
         When the ligand cannot be parameterized or the complex built (the task
         fails; other finalists go on).
     """

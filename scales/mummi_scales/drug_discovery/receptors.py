@@ -37,8 +37,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from mummi_like.files import atomic_write_text
-from mummi_scales.docking import PH
+from mummi_like import atomic_write_text
+from mummi_scales.drug_discovery.docking import PH
 
 if TYPE_CHECKING:
     from rdkit import Chem

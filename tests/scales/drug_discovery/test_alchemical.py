@@ -23,8 +23,8 @@ from mummi_like.spec import CouplingSpec
 from mummi_like.store import Store
 from mummi_like.streams.tailer import read_frame
 from mummi_like.tasks import TaskResult, TaskState
-from mummi_scales import complexes
-from mummi_scales.alchemical import (
+from mummi_scales.drug_discovery import complexes
+from mummi_scales.drug_discovery.alchemical import (
     RESULTS,
     AlchemicalConfig,
     AlchemicalScale,
@@ -33,7 +33,7 @@ from mummi_scales.alchemical import (
     run_alchemical,
     run_leg,
 )
-from mummi_scales.mmgbsa import ESTIMATE, ESTIMATES_STREAM, START, MMGBSAConfig, MMGBSAScale, run_replica, summarize
+from mummi_scales.drug_discovery.mmgbsa import ESTIMATE, ESTIMATES_STREAM, START, MMGBSAConfig, MMGBSAScale, run_replica, summarize
 from mummi_selectors.promotion import UncertainCompetitiveConfig, UncertainCompetitiveSelector
 
 if TYPE_CHECKING:

@@ -14,9 +14,9 @@ from hypothesis import strategies as st
 
 pytest.importorskip("rdkit", reason="the docking engines are the `campaign` extra: pip install -e '.[campaign]'")
 
-from mummi_scales import drug_data as data  # noqa: E402
+from mummi_scales.drug_discovery import data  # noqa: E402
 
-MOLECULES = Path(__file__).parents[1] / "data" / "molecules"
+MOLECULES = Path(__file__).parents[2] / "data" / "molecules"
 SAFE = re.compile(r"user-[A-Za-z0-9._-]+")
 
 SMI = [
@@ -117,7 +117,7 @@ def test_bad_records_of_a_user_library_are_reported_by_docking_not_lost(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     pytest.importorskip("vina")
-    from mummi_scales.docking import dock_batch
+    from mummi_scales.drug_discovery.docking import dock_batch
 
     bad = [[ident, smiles] for ident, smiles in [*CSV, *SDF] if smiles in ("", "C(C)(C)(C)(C)C", "CN(C)(C)(C)C")]
     pdbqt, center, size = data.receptor("PGR")
@@ -204,7 +204,7 @@ def test_random_bytes_named_like_a_library_are_refused_naming_the_file(tmp_path:
 
 
 def test_a_nul_inside_a_smiles_record_is_kept_for_docking_to_report(tmp_path: Path) -> None:
-    from mummi_scales.docking import LigandError, prepare_ligand
+    from mummi_scales.drug_discovery.docking import LigandError, prepare_ligand
 
     path = tmp_path / "library.smi"
     path.write_bytes(b"CC\x00O with-nul\nCCO ethanol\n")

@@ -17,7 +17,7 @@ from mummi_like.backends.pyworker import resolve
 from mummi_like.scale import PromotedFrame, ScaleContext
 from mummi_like.streams.tailer import read_frame
 from mummi_like.tasks import CallablePayload, TaskSpec
-from mummi_scales.chain_md import SIGMA, START, TOPOLOGY, TRAJECTORY, ChainMDConfig, ChainMDScale, run_chain
+from mummi_scales.generic.chain_md import SIGMA, START, TOPOLOGY, TRAJECTORY, ChainMDConfig, ChainMDScale, run_chain
 
 BEADS = 16
 SHORT = {"beads": BEADS, "temperature": 450.0, "timestep": 0.03, "friction": 5.0, "steps": 500,
@@ -55,7 +55,7 @@ def coarse_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str
 def test_the_plugin_is_registered_and_imports_without_openmm() -> None:
     assert plugins.load("scale", "chain-md") is ChainMDScale
     # A fresh interpreter: `mummi-like plugins` and `validate` must not pay for importing OpenMM.
-    code = "import sys, mummi_scales.chain_md; print(sorted({'openmm', 'h5py'} & set(sys.modules)))"
+    code = "import sys, mummi_scales.generic.chain_md; print(sorted({'openmm', 'h5py'} & set(sys.modules)))"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout == "[]\n"
 
 
@@ -115,7 +115,7 @@ def test_replicas_are_seeded_tasks_with_ids_labels_and_workdirs(tmp_path: Path) 
     assert tasks[1].workdir == "tasks/coarse/coarse.1"
     assert tasks[1].resources.walltime == 60
     payloads = [_payload(task) for task in tasks]
-    assert {payload.function for payload in payloads} == {"mummi_scales.chain_md:run_chain"}
+    assert {payload.function for payload in payloads} == {"mummi_scales.generic.chain_md:run_chain"}
     assert [payload.kwargs["temperature"] for payload in payloads] == [400.0, 450.0, 500.0]
     assert all(payload.kwargs["start"] is None for payload in payloads)
     seeds = [payload.kwargs["seed"] for payload in payloads]

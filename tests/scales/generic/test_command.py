@@ -11,7 +11,7 @@ from pydantic import ValidationError
 from mummi_like import plugins
 from mummi_like.scale import ScaleContext
 from mummi_like.tasks import ExecutablePayload, TaskSpec
-from mummi_scales.command import CommandConfig, CommandScale
+from mummi_scales.generic.command import CommandConfig, CommandScale
 
 
 def _scale(

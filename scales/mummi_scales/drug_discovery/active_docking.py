@@ -14,11 +14,11 @@ the predicted best molecules stop changing. This scale runs that loop as tasks:
   next round from the ``next`` molecules it chose, unless it set ``stop``
   (budget spent, library exhausted, or top-k converged).
 
-Dock tasks run :func:`dock_and_record`: :func:`~mummi_scales.docking.dock_batch`
+Dock tasks run :func:`dock_and_record`: :func:`~mummi_scales.drug_discovery.docking.dock_batch`
 with the same settings as the ``docking`` scale (so their values have its
 schema, which S2 reads to pick finalists), plus a ``scores.json`` copy of the
 result in the task folder for training tasks to read. Training tasks run
-:func:`mummi_selectors.surrogate.train_and_acquire` on every dock folder so far.
+:func:`mummi_scales.drug_discovery.surrogate.train_and_acquire` on every dock folder so far.
 The library is written once, by :meth:`ActiveDockingScale.tasks`, to
 ``tasks/<scale>/library.csv``; fingerprints are cached beside it by the first
 training task. Nothing else is kept in the scale: a resumed coordinator needs
@@ -29,9 +29,9 @@ from __future__ import annotations
 
 import csv
 import io
-from collections import Counter
 import json
 import re
+from collections import Counter
 from collections.abc import Sequence
 from functools import cached_property
 from pathlib import Path
@@ -40,15 +40,11 @@ from typing import TYPE_CHECKING, ClassVar
 import numpy as np
 from pydantic import Field, JsonValue
 
-from mummi_like.files import atomic_write_text
-from mummi_like.report import ReportSection
-from mummi_like.scale import Scale
+from mummi_like import CallablePayload, ReportSection, Resources, Scale, TaskResult, TaskSpec, atomic_write_text
 from mummi_like.spec import resolved
-from mummi_like.tasks import CallablePayload, Resources, TaskResult, TaskSpec
-from mummi_scales import drug_data as data
-from mummi_scales.docking import DockingSettings, dock_batch, dock_payload
-from mummi_scales.parameters import builtin_values, configured_env
-from mummi_selectors.surrogate import (
+from mummi_scales.drug_discovery import data
+from mummi_scales.drug_discovery.docking import DockingSettings, dock_batch, dock_payload
+from mummi_scales.drug_discovery.surrogate import (
     PREDICTIONS,
     SCORES,
     ActiveLearningConfig,
@@ -57,15 +53,16 @@ from mummi_selectors.surrogate import (
     random_choice,
     round_rng,
 )
+from mummi_scales.generic.parameters import builtin_values, configured_env
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
     from mummi_like.store import Store, TaskRecord
 
-RECORD_FUNCTION = "mummi_scales.active_docking:dock_and_record"
+RECORD_FUNCTION = "mummi_scales.drug_discovery.active_docking:dock_and_record"
 """What the dock tasks call."""
-TRAIN_FUNCTION = "mummi_selectors.surrogate:train_and_acquire"
+TRAIN_FUNCTION = "mummi_scales.drug_discovery.surrogate:train_and_acquire"
 """What the training tasks call."""
 LIBRARY = "library.csv"
 """The library table (``id,smiles``) in the scale's folder, written by :meth:`ActiveDockingScale.tasks`."""
@@ -108,7 +105,7 @@ class ActiveDockingScale(Scale):
 
     Dock task values: ligand id -> ``{"score", "poses", "smiles"}`` or
     ``{"error", "smiles"}`` (the ``docking`` scale's schema). Training task
-    values: see :func:`~mummi_selectors.surrogate.train_and_acquire`.
+    values: see :func:`~mummi_scales.drug_discovery.surrogate.train_and_acquire`.
     """
 
     config_model: ClassVar[type[ActiveDockingConfig]] = ActiveDockingConfig
@@ -266,7 +263,7 @@ class ActiveDockingScale(Scale):
         """Docking score histogram, surrogate parity on the last round's held-out molecules, and learning curve."""
         if scale_name is None:
             return []
-        from mummi_like.tasks import TaskState
+        from mummi_like import TaskState
 
         done = store.tasks(states=[TaskState.DONE], scale=scale_name)
         docks = [record for record in done if record.spec.labels.get("stage") == DOCK]
@@ -285,7 +282,7 @@ class ActiveDockingScale(Scale):
 
 
 def dock_and_record(**kwargs: JsonValue) -> dict[str, dict[str, float | str]]:
-    """:func:`~mummi_scales.docking.dock_batch` (same arguments and value), plus a :data:`SCORES` copy of the value.
+    """:func:`~mummi_scales.drug_discovery.docking.dock_batch` (same arguments and value), plus a :data:`SCORES` copy of the value.
 
     The copy lets training tasks read every docking result from the task
     folders alone; it is written atomically, so a training task never reads

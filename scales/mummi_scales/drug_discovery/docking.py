@@ -31,14 +31,14 @@ from typing import TYPE_CHECKING, ClassVar, Self
 
 from pydantic import Field, JsonValue, PositiveFloat, model_validator
 
-from mummi_like.tasks import CallablePayload, TaskSpec
-from mummi_scales import drug_data as data
-from mummi_scales.parameters import ParameterizedConfig, ParameterizedScale, ParameterSpace, Scalar
+from mummi_like import CallablePayload, TaskSpec
+from mummi_scales.drug_discovery import data
+from mummi_scales.generic.parameters import ParameterizedConfig, ParameterizedScale, ParameterSpace, Scalar
 
 if TYPE_CHECKING:
     from rdkit import Chem
 
-DOCK_FUNCTION = "mummi_scales.docking:dock_batch"
+DOCK_FUNCTION = "mummi_scales.drug_discovery.docking:dock_batch"
 """What every task of the scale calls."""
 POSES = "poses"
 """Folder of a task's working directory that holds one SDF of poses per docked ligand (``<id>.sdf``)."""

@@ -16,9 +16,9 @@ from MDAnalysisTests.datafiles import PDB_janin  # noqa: E402
 from rdkit import Chem  # noqa: E402
 from rdkit.Chem import rdMolAlign  # noqa: E402
 
-from mummi_scales import drug_data as data  # noqa: E402
-from mummi_scales.docking import POSES, dock_batch  # noqa: E402
-from mummi_scales.receptors import (  # noqa: E402
+from mummi_scales.drug_discovery import data  # noqa: E402
+from mummi_scales.drug_discovery.docking import POSES, dock_batch  # noqa: E402
+from mummi_scales.drug_discovery.receptors import (  # noqa: E402
     PADDING,
     CrystalReceptor,
     align_sequences,
@@ -28,7 +28,7 @@ from mummi_scales.receptors import (  # noqa: E402
 
 PROGESTERONE = dict(data.known_ligands())["known-progesterone"]
 CRYSTAL = Path(PDB_janin)
-BENCH = Path(__file__).parents[2] / "bench" / "redocking.py"
+BENCH = Path(__file__).parents[3] / "bench" / "redocking.py"
 
 
 @pytest.fixture(scope="module")

@@ -11,8 +11,8 @@ from pydantic import ValidationError
 from mummi_like import plugins
 from mummi_like.scale import ScaleContext
 from mummi_like.tasks import CallablePayload, TaskSpec
-from mummi_scales.command import CommandConfig, CommandScale
-from mummi_scales.function import FunctionConfig, FunctionScale
+from mummi_scales.generic.command import CommandConfig, CommandScale
+from mummi_scales.generic.function import FunctionConfig, FunctionScale
 
 
 def _context(tmp_path: Path, name: str = "fit", upstream: dict[str, list[TaskSpec]] | None = None) -> ScaleContext:

@@ -14,8 +14,8 @@ from typing import ClassVar, Self
 
 from pydantic import Field, JsonValue, ValidationError, field_validator, model_validator
 
-from mummi_like.tasks import CallablePayload
-from mummi_scales.parameters import ParameterizedConfig, ParameterizedScale, Scalar
+from mummi_like import CallablePayload
+from mummi_scales.generic.parameters import ParameterizedConfig, ParameterizedScale, Scalar
 
 
 class FunctionConfig(ParameterizedConfig):
@@ -61,7 +61,7 @@ class FunctionScale(ParameterizedScale):
 
     Each task calls ``function(*args, **kwargs, **point)``, where ``point`` maps
     every parameter to its value at that point, with ``env`` set (templated as
-    in :mod:`mummi_scales.parameters`); see there for ids, labels and
+    in :mod:`mummi_scales.generic.parameters`); see there for ids, labels and
     dependencies.
     """
 

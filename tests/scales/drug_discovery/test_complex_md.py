@@ -21,9 +21,9 @@ from mummi_like.scale import DoneTask, PromotedFrame, ScaleContext  # noqa: E402
 from mummi_like.store import Store  # noqa: E402
 from mummi_like.streams.tailer import read_frame  # noqa: E402
 from mummi_like.tasks import CallablePayload, TaskResult, TaskSpec, TaskState  # noqa: E402
-from mummi_scales import drug_data as data  # noqa: E402
-from mummi_scales.complex_md import MD, PREP, SEGMENT, START, ComplexMDConfig, ComplexMDScale  # noqa: E402
-from mummi_scales.docking import DockingConfig, dock_payload  # noqa: E402
+from mummi_scales.drug_discovery import data  # noqa: E402
+from mummi_scales.drug_discovery.complex_md import MD, PREP, SEGMENT, START, ComplexMDConfig, ComplexMDScale  # noqa: E402
+from mummi_scales.drug_discovery.docking import DockingConfig, dock_payload  # noqa: E402
 
 PROGESTERONE = dict(data.known_ligands())["known-progesterone"]
 LIGANDS = [["known-progesterone", PROGESTERONE], ["butylamine", "CCCCN"], ["phenol", "Oc1ccccc1"],

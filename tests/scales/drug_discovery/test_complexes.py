@@ -17,9 +17,9 @@ from rdkit import Chem  # noqa: E402
 from rdkit.Chem import AllChem  # noqa: E402
 
 from mummi_like.streams.tailer import read_frame  # noqa: E402
-from mummi_scales import complexes as cx  # noqa: E402
-from mummi_scales import drug_data as data  # noqa: E402
-from mummi_scales.docking import DockingConfig, dock_batch, dock_payload  # noqa: E402
+from mummi_scales.drug_discovery import complexes as cx  # noqa: E402
+from mummi_scales.drug_discovery import data  # noqa: E402
+from mummi_scales.drug_discovery.docking import DockingConfig, dock_batch, dock_payload  # noqa: E402
 
 PROGESTERONE = dict(data.known_ligands())["known-progesterone"]
 BUTYLAMINE = "CCCCN"

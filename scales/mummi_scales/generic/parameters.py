@@ -30,13 +30,13 @@ from typing import Annotated, Literal, Self
 
 from pydantic import AfterValidator, Field, JsonValue, model_validator
 
-from mummi_like.scale import Scale
-from mummi_like.tasks import (
+from mummi_like import (
     CallablePayload,
     EnvName,
     ExecutablePayload,
     Resources,
     RetryPolicy,
+    Scale,
     StrictModel,
     TaskSpec,
 )

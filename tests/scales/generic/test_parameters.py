@@ -6,7 +6,7 @@ import pytest
 from pydantic import ValidationError
 
 from mummi_like.tasks import ExecutablePayload, TaskSpec
-from mummi_scales.parameters import (
+from mummi_scales.generic.parameters import (
     ParameterSpace,
     placeholders,
     point_labels,

@@ -45,9 +45,7 @@ import torch
 from pydantic import Field, JsonValue, model_validator
 from torch import nn
 
-from mummi_like.files import atomic_write
-from mummi_like.selection import seeded_uniform
-from mummi_like.tasks import StrictModel
+from mummi_like import StrictModel, atomic_write, seeded_uniform
 
 Acquisition = Literal["greedy", "ucb", "thompson", "random"]
 """How the next batch is chosen from the surrogate's predictions."""

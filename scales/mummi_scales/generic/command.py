@@ -14,8 +14,8 @@ from typing import ClassVar, Self
 
 from pydantic import Field, model_validator
 
-from mummi_like.tasks import ExecutablePayload
-from mummi_scales.parameters import BUILTINS, ParameterizedConfig, ParameterizedScale, Scalar, substitute
+from mummi_like import ExecutablePayload
+from mummi_scales.generic.parameters import BUILTINS, ParameterizedConfig, ParameterizedScale, Scalar, substitute
 
 
 class CommandConfig(ParameterizedConfig):
@@ -48,7 +48,7 @@ class CommandScale(ParameterizedScale):
 
     Each ``{name}`` in ``argv`` and ``env`` becomes the point's value of parameter
     ``name`` or a built-in (``{task_id}``, ``{scale}``, ``{workdir}``,
-    ``{campaign_dir}``); see :mod:`mummi_scales.parameters` for ids, labels and
+    ``{campaign_dir}``); see :mod:`mummi_scales.generic.parameters` for ids, labels and
     dependencies.
     """
 

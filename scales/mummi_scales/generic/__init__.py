@@ -1,0 +1,1 @@
+"""Scales that know no science domain: ``command``, ``function`` (over :mod:`.parameters`) and ``chain-md``."""
