@@ -27,7 +27,7 @@ from mummi_like.tasks import TaskState
 from mummi_like.telemetry import store_capacity, store_recent_utilization
 
 if TYPE_CHECKING:
-    from mummi_like.campaign.loop import Summary
+    from mummi_like.campaign.summary import Summary
 
 # The commands that run or build a campaign import the loop, the spec, plugins and submission where they need
 # them: `status` and `cancel` through a live coordinator must not pay for numpy, h5py and every backend.

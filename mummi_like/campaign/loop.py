@@ -27,7 +27,7 @@ import time
 from collections import Counter, defaultdict, deque
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -39,6 +39,7 @@ from mummi_like.campaign.control import SPEC_META, CampaignError, coordinator_lo
 from mummi_like.campaign.policy import Load, Policy
 from mummi_like.campaign.reporting import Reporter
 from mummi_like.campaign.stats import LoopStats
+from mummi_like.campaign.summary import Summary
 from mummi_like.crashpoints import crash_point
 from mummi_like.scale import DoneTask, Scale, ScaleContext
 from mummi_like.spec import ResolvedCampaign, load_spec_text
@@ -47,24 +48,6 @@ from mummi_like.tasks import Failure, TaskResult, TaskSpec, TaskState
 from mummi_like.telemetry import overall_utilization, read_telemetry, steady_state_utilization
 
 
-
-
-@dataclass
-class Summary:
-    """What a run of the loop achieved."""
-
-    directory: Path
-    counts: dict[str, dict[str, int]]
-    elapsed: float
-    stopped_because: str | None = None
-    failures: list[tuple[str, str]] = field(default_factory=list)
-
-    @property
-    def complete(self) -> bool:
-        """Every task is done."""
-        return self.stopped_because is None and all(
-            set(states) <= {TaskState.DONE.value} for states in self.counts.values()
-        )
 
 
 @dataclass(eq=False)

@@ -12,14 +12,13 @@ import os
 import sys
 import time
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, TextIO
+from typing import TextIO
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-if TYPE_CHECKING:
-    from mummi_like.campaign.loop import Summary
+from mummi_like.campaign.summary import Summary
 
 Counts = Mapping[str, Mapping[str, int]]
 FINAL = ("done", "failed", "canceled")

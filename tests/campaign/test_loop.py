@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 
 from mummi_like.campaign.control import pending_cancels, request_cancel
-from mummi_like.campaign.loop import Campaign, CampaignError, Summary, coordinator_lock
+from mummi_like.campaign.loop import Campaign, CampaignError, coordinator_lock
 from mummi_like.campaign.reporting import Reporter
+from mummi_like.campaign.summary import Summary
 from mummi_like.cli import stage_states
 from mummi_like.store import Store
 from mummi_like.tasks import TaskSpec, TaskState
