@@ -1,4 +1,4 @@
-"""Batch-submitted production runs: ``mummi-like submit SPEC --scheduler flux|slurm ...``.
+"""The batch scripts of a production run, written and submitted by ``mummi-like submit SPEC --scheduler ...``.
 
 MuMMI runs its whole campaign inside one Flux allocation; so does a submitted
 campaign here. Two files are written into the campaign directory:

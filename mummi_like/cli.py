@@ -21,7 +21,7 @@ from rich.table import Table
 
 from mummi_like import events
 from mummi_like.campaign.control import SPEC_META, CampaignError, coordinator_running, request_cancel
-from mummi_like.campaign.reporting import JsonReporter, Reporter, RichReporter, SummaryReporter, tail_lines
+from mummi_like.campaign.progress import JsonReporter, Reporter, RichReporter, SummaryReporter, tail_lines
 from mummi_like.store import Store, StoreError
 from mummi_like.tasks import TaskState
 from mummi_like.telemetry import store_capacity, store_recent_utilization
@@ -236,19 +236,19 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def cmd_submit(args: argparse.Namespace) -> int:
     """Write the batch scripts of a production run and submit them (or only print them)."""
-    from mummi_like import submit
+    from mummi_like import batch_scripts
     from mummi_like.spec import load_spec
 
     campaign = load_spec(args.spec, directory=args.dir)
-    request = submit.BatchRequest(args.scheduler, args.nodes, args.time, args.queue, args.bank)
+    request = batch_scripts.BatchRequest(args.scheduler, args.nodes, args.time, args.queue, args.bank)
     if args.dry_run:
-        print(submit.batch_script(campaign, request), end="")
-        print(f"# --dry-run: nothing written or submitted; {submit.COORDINATOR_SCRIPT} would be:")
-        print(submit.coordinator_script(campaign), end="")
+        print(batch_scripts.batch_script(campaign, request), end="")
+        print(f"# --dry-run: nothing written or submitted; {batch_scripts.COORDINATOR_SCRIPT} would be:")
+        print(batch_scripts.coordinator_script(campaign), end="")
         return EXIT_OK
-    batch = submit.write_scripts(campaign, request, resume=args.resume)
-    job_id = submit.submit_script(batch, args.scheduler)
-    print(submit.follow_hint(job_id, args.scheduler, campaign.directory))
+    batch = batch_scripts.write_scripts(campaign, request, resume=args.resume)
+    job_id = batch_scripts.submit_script(batch, args.scheduler)
+    print(batch_scripts.follow_hint(job_id, args.scheduler, campaign.directory))
     return EXIT_OK
 
 
@@ -347,13 +347,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"mummi-like {args.command}: {error}", file=sys.stderr)
     except Exception as error:
         # Imported only now: a command that raised one of these has loaded its module already.
-        from mummi_like import plugins, submit
+        from mummi_like import batch_scripts, plugins
         from mummi_like.backends.base import BackendUnavailable
         from mummi_like.spec import SpecError
 
         if isinstance(error, SpecError):
             print(error, file=sys.stderr)
-        elif isinstance(error, BackendUnavailable | submit.SubmitError | plugins.UnknownPlugin):
+        elif isinstance(error, BackendUnavailable | batch_scripts.SubmitError | plugins.UnknownPlugin):
             print(f"mummi-like {args.command}: {error}", file=sys.stderr)
         else:
             raise

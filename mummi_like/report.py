@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from mummi_like.campaign.control import SPEC_META, coordinator_running
-from mummi_like.campaign.reporting import tail_lines
+from mummi_like.campaign.progress import tail_lines
 from mummi_like.files import atomic_write_bytes, atomic_write_text
 from mummi_like.store import Store
 from mummi_like.tasks import TaskState

@@ -13,7 +13,7 @@ import pytest
 
 from mummi_like.spec import ResolvedCampaign, load_spec
 from mummi_like.store import Store
-from mummi_like.submit import BatchRequest, SubmitError, batch_script, walltime_seconds, write_scripts
+from mummi_like.batch_scripts import BatchRequest, SubmitError, batch_script, walltime_seconds, write_scripts
 
 CLI = [sys.executable, "-m", "mummi_like.cli"]
 

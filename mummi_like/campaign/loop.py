@@ -37,7 +37,7 @@ from mummi_like.backends.base import Backend, BackendEvent, UnsatisfiableRequest
 from mummi_like.campaign.coupling import COUPLING_LABEL, PROMOTED_LABEL, Coupling
 from mummi_like.campaign.control import SPEC_META, CampaignError, coordinator_lock, pending_cancels
 from mummi_like.campaign.policy import Load, Policy
-from mummi_like.campaign.reporting import Reporter
+from mummi_like.campaign.progress import Reporter
 from mummi_like.campaign.stats import LoopStats
 from mummi_like.campaign.summary import Summary
 from mummi_like.crashpoints import crash_point
@@ -98,6 +98,23 @@ def build_scales(resolved: ResolvedCampaign, create_tasks: bool) -> tuple[dict[s
     return scales, [task for tasks in produced.values() for task in tasks]
 
 
+def saved_spec(directory: Path) -> ResolvedCampaign:
+    """The spec the campaign in ``directory`` was created from, resolved again as it was then.
+
+    Raises
+    ------
+    CampaignError
+        When the store holds no spec (it was not made by ``mummi-like run`` or :func:`mummi_like.run`).
+    StoreError
+        When ``directory`` holds no campaign store.
+    """
+    with Store.open(directory, readonly=True) as store:
+        saved = store.get_meta(SPEC_META)
+    if saved is None:
+        raise CampaignError(f"{directory} holds no campaign spec; it was not made by `mummi-like run`")
+    return load_spec_text(saved["text"], Path(saved["source"]), directory=directory)
+
+
 class Campaign:
     """Runs a campaign to completion, persisting every state change.
 
@@ -151,11 +168,13 @@ class Campaign:
     # -- construction ---------------------------------------------------------------------------
 
     @classmethod
-    def create(cls, resolved: ResolvedCampaign, spec_text: str, reporter: Reporter) -> Campaign:
+    def create(cls, resolved: ResolvedCampaign, spec_text: str, reporter: Reporter | None = None) -> Campaign:
         """Start a new campaign directory from a validated spec.
 
         The scales make their tasks and the tasks are checked before anything is
         written, so a spec whose tasks cannot be made leaves no directory behind.
+        Without a ``reporter`` the run shows nothing (a script or a notebook reads
+        the summary :meth:`run` returns).
         """
         directory = resolved.directory
         if (directory / Store.FILENAME).exists():
@@ -180,7 +199,7 @@ class Campaign:
             ) from error
         store = Store.open(directory, synchronous=resolved.spec.store.synchronous)
         store.set_meta(SPEC_META, {"text": spec_text, "source": str(resolved.source)})
-        campaign = cls(resolved, store, reporter, scales)
+        campaign = cls(resolved, store, reporter or Reporter(), scales)
         now = time.time()
         store.add_tasks(tasks, now)
         for task in tasks:
@@ -197,19 +216,15 @@ class Campaign:
 
         The text validated is the text saved for ``resume``, so the two cannot differ.
         """
-        return cls.create(load_spec_text(text, source, directory=directory), text, reporter or Reporter())
+        return cls.create(load_spec_text(text, source, directory=directory), text, reporter)
 
     @classmethod
-    def resume(cls, directory: Path, reporter: Reporter) -> Campaign:
-        """Continue the campaign a previous coordinator left in ``directory``."""
-        store = Store.open(directory, readonly=True)
-        saved = store.get_meta(SPEC_META)
-        store.close()
-        if saved is None:
-            raise CampaignError(f"{directory} holds no campaign spec; it was not made by `mummi-like run`")
-        resolved = load_spec_text(saved["text"], Path(saved["source"]), directory=directory)
+    def resume(cls, directory: Path, reporter: Reporter | None = None) -> Campaign:
+        """Continue the campaign a previous coordinator left in ``directory``; without a ``reporter``, silently."""
+        resolved = saved_spec(directory)
         scales, _ = build_scales(resolved, create_tasks=False)
-        return cls(resolved, Store.open(directory, synchronous=resolved.spec.store.synchronous), reporter, scales)
+        store = Store.open(directory, synchronous=resolved.spec.store.synchronous)
+        return cls(resolved, store, reporter or Reporter(), scales)
 
     @staticmethod
     def _check_dependencies(tasks: list[TaskSpec], known: set[str]) -> None:
@@ -310,12 +325,25 @@ class Campaign:
 
     @contextmanager
     def _stop_on_signals(self) -> Iterator[None]:
-        """Turn SIGINT and SIGTERM (a batch system's walltime warning) into a clean, resumable stop."""
+        """Turn SIGINT and SIGTERM (a batch system's walltime warning) into a clean, resumable stop.
+
+        Python lets only the main thread of the main interpreter set signal
+        handlers. Run from another thread (a script's worker, a web server), the
+        campaign runs without them: SIGINT and SIGTERM then do what the program's
+        own handlers do, and a killed coordinator is resumed like a crashed one.
+        In Jupyter cells run in the main thread, so interrupting the kernel stops
+        the campaign cleanly.
+        """
 
         def stop(signum: int, _frame: FrameType | None) -> None:
             self._stop_reason = f"received {signal.Signals(signum).name}"
 
-        previous = {signum: signal.signal(signum, stop) for signum in (signal.SIGINT, signal.SIGTERM)}
+        previous = {}
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            try:
+                previous[signum] = signal.signal(signum, stop)
+            except ValueError:  # "signal only works in main thread of the main interpreter"
+                break
         try:
             yield
         finally:

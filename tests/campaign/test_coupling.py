@@ -11,7 +11,7 @@ import pytest
 from mummi_like import events
 from mummi_like.campaign.coupling import COUPLING_LABEL, PROMOTED_LABEL, Coupling
 from mummi_like.campaign.loop import Campaign
-from mummi_like.campaign.reporting import Reporter
+from mummi_like.campaign.progress import Reporter
 from mummi_like.cli import status_report
 from mummi_like.scale import ScaleContext
 from mummi_like.spec import CouplingSpec

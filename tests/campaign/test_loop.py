@@ -11,7 +11,7 @@ import pytest
 
 from mummi_like.campaign.control import pending_cancels, request_cancel
 from mummi_like.campaign.loop import Campaign, CampaignError, coordinator_lock
-from mummi_like.campaign.reporting import Reporter
+from mummi_like.campaign.progress import Reporter
 from mummi_like.campaign.summary import Summary
 from mummi_like.cli import stage_states
 from mummi_like.store import Store
