@@ -21,7 +21,7 @@ Jobspec
   ``cwd`` the task's folder (made before submit);
   stdout and stderr go to ``stdout.txt`` and ``stderr.txt`` there.
 * Environment: the coordinator's, plus ``MUMMI_LIKE_CAMPAIGN`` (the campaign
-  folder), the thread caps of :data:`~mummi_like.backends.pyworker.THREAD_VARIABLES`
+  folder), the thread caps of :data:`~mummi_like.backends.environment.THREAD_VARIABLES`
   set to the cores per rank, ``MUMMI_LIKE_TASK=<task id>#<attempt>``, then the
   payload's own ``env``. Flux assigns the job id only at submit, so
   ``MUMMI_LIKE_JOB_ID`` is filled in by the job shell (``{{id.f58plain}}``).
@@ -124,12 +124,10 @@ from mummi_like.backends.base import (
     UnsatisfiableRequest,
     describe_signal,
 )
+from mummi_like.backends.environment import JOB_VARIABLE, TASK_VARIABLE, inherited_environment, task_environment
 from mummi_like.backends.flux_runner import RESULT_FILE
-from mummi_like.backends.local import CAMPAIGN_VARIABLE, JOB_VARIABLE
-from mummi_like.backends.pyworker import THREAD_VARIABLES
 from mummi_like.tasks import CallablePayload, ExecutablePayload, Failure, TaskResult, TaskSpec
 
-TASK_VARIABLE = "MUMMI_LIKE_TASK"
 #: What a Python-callable task's folder holds for :mod:`.flux_runner`: what to call.
 REQUEST_FILE = "request.json"
 DEFAULT_URGENCY = 16
@@ -290,7 +288,7 @@ class FluxBackend(Backend):
         self._journal = flux.job.JournalConsumer(handle, full=False).start()
         self._journal.set_callback(self._on_journal)
         self._timer = handle.timer_watcher_create(0.0, lambda *_: None)
-        self._base_env = {**os.environ, CAMPAIGN_VARIABLE: str(self.campaign_dir)}
+        self._base_env = inherited_environment(self.campaign_dir)
 
     def _read_capacity(self, where: str) -> Capacity:
         """Nodes up, and the most cores and GPUs one of them has: what a single job could ever get."""
@@ -437,8 +435,8 @@ class FluxBackend(Backend):
             }))
         else:
             argv = list(payload.argv)
-        env = {**self._base_env, **{name: str(need.cores // need.ranks) for name in THREAD_VARIABLES},
-               TASK_VARIABLE: f"{task.id}#{attempt}", **payload.env}
+        # No GPU binding here: Flux's job shell sets CUDA_VISIBLE_DEVICES to the GPUs it allocated.
+        env = {**self._base_env, **task_environment(task, {TASK_VARIABLE: f"{task.id}#{attempt}"})}
         jobspec = self._flux.job.JobspecV1.from_command(
             argv, num_tasks=ranks, cores_per_task=need.cores // ranks, gpus_per_task=need.gpus // ranks,
             num_nodes=need.nodes if need.nodes > 1 else None, duration=self._duration(need.walltime), environment=env,

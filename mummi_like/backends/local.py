@@ -54,12 +54,11 @@ from pydantic import Field
 from mummi_like.backends import pyworker
 from mummi_like.backends.channel import Channel
 from mummi_like.backends.base import Backend, BackendConfig, BackendEvent, Capacity, describe_signal
+from mummi_like.backends.environment import CAMPAIGN_VARIABLE, JOB_VARIABLE, inherited_environment, task_environment
 from mummi_like.tasks import CallablePayload, Failure, TaskResult, TaskSpec
 
 #: Largest request handed to a busy worker ahead of time, below a socket pair's buffer.
 PREFETCH_LIMIT = 64 * 1024
-CAMPAIGN_VARIABLE = "MUMMI_LIKE_CAMPAIGN"
-JOB_VARIABLE = "MUMMI_LIKE_JOB_ID"
 
 
 def detected_gpus() -> list[int]:
@@ -161,8 +160,7 @@ class LocalBackend(Backend):
         if self._started:
             return
         self._scratch.mkdir(parents=True, exist_ok=True)
-        self._base_env = dict(os.environ)
-        self._base_env[CAMPAIGN_VARIABLE] = str(self.campaign_dir)
+        self._base_env = inherited_environment(self.campaign_dir)
         self._started = True
 
     def capacity(self) -> Capacity:
@@ -353,14 +351,11 @@ class LocalBackend(Backend):
         self._events.append(BackendEvent(job_id=job.job_id, kind="started", time=started))
 
     def _environment(self, job: _Job) -> dict[str, str]:
-        """Variables a task runs with, on top of the coordinator's: thread caps, job id, GPU binding, its own."""
-        need = job.task.resources
-        env = {name: str(need.cores // need.ranks) for name in pyworker.THREAD_VARIABLES}
-        env[JOB_VARIABLE] = job.job_id
-        if job.gpu_ids or self._gpus:
-            env["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, job.gpu_ids))
-        env.update(job.task.payload.env)
-        return env
+        """Variables a task runs with, on top of the coordinator's: thread caps, job id, GPU binding, its own.
+
+        GPUs are bound only on a node that has some, where a task without GPUs gets none visible.
+        """
+        return task_environment(job.task, {JOB_VARIABLE: job.job_id}, job.gpu_ids if self._gpus else None)
 
     def _call_frame(self, job: _Job) -> bytes:
         """The encoded request that asks a worker to run ``job``."""

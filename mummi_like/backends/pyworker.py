@@ -28,11 +28,8 @@ from collections.abc import Callable
 from typing import Any, NamedTuple
 
 from mummi_like.backends.channel import Channel
+from mummi_like.backends.environment import THREAD_VARIABLES
 
-#: Environment variables that cap library thread pools; workers default them to
-#: one thread per reserved core because oversubscribed BLAS/OpenMP pools run many
-#: times slower than one thread per process on a shared node.
-THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMEXPR_NUM_THREADS")
 #: First item of the message that cancels a call handed over ahead of time.
 CANCEL = "cancel"
 #: Message of the reply for a call canceled before it started.
@@ -243,7 +240,7 @@ def serve(conn: Channel, scratch: str, python_path: list[str], parent_pid: int) 
     """Serve call requests until the socket closes or a ``None`` request arrives."""
     _enable_crash_stacks()
     sys.path[:0] = python_path
-    for name in THREAD_VARIABLES:
+    for name in THREAD_VARIABLES:  # one thread per pool until a call sets its task's caps
         os.environ.setdefault(name, "1")
     threading.Thread(target=_exit_with_parent, args=(parent_pid,), daemon=True).start()
     capture = Capture(scratch)

@@ -46,7 +46,7 @@ import numpy as np
 import pytest
 
 from mummi_like import cli
-from mummi_like.backends.local import CAMPAIGN_VARIABLE
+from mummi_like.backends.environment import CAMPAIGN_VARIABLE
 from mummi_like.campaign.loop import Campaign
 from mummi_like.store import Store
 from mummi_like.streams.tailer import read_frame
