@@ -13,26 +13,23 @@ import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import yaml
 from rich.console import Console
 from rich.table import Table
 
-from mummi_like import events
+from mummi_like import api, events
 from mummi_like.campaign.control import SPEC_META, CampaignError, coordinator_running, request_cancel
 from mummi_like.campaign.progress import JsonReporter, Reporter, RichReporter, SummaryReporter, tail_lines
 from mummi_like.store import Store, StoreError
 from mummi_like.tasks import TaskState
 from mummi_like.telemetry import store_capacity, store_recent_utilization
 
-if TYPE_CHECKING:
-    from mummi_like.campaign.summary import Summary
-
 # The commands that run or build a campaign import the loop, the spec, plugins and submission where they need
 # them: `status` and `cancel` through a live coordinator must not pay for numpy, h5py and every backend.
 
-EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_STOPPED = 0, 1, 2, 3
+# The exit codes (see the module docstring), defined with the Python API whose outcomes they report.
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_STOPPED = api.EXIT_OK, api.EXIT_FAILED, api.EXIT_BAD_INPUT, api.EXIT_STOPPED
 STDERR_LINES = 5
 CANCELED_NAMED = 5
 """Canceled tasks named per reason by `status`; the rest are counted."""
@@ -47,27 +44,22 @@ def _reporter(args: argparse.Namespace) -> Reporter:
     return RichReporter()
 
 
-def _exit_code(summary: Summary) -> int:
-    if summary.stopped_because:
-        return EXIT_STOPPED
-    return EXIT_OK if summary.complete else EXIT_FAILED
-
-
 def cmd_run(args: argparse.Namespace) -> int:
-    """Validate a spec, create its campaign directory and run the campaign."""
-    from mummi_like.campaign.loop import Campaign
-    from mummi_like.spec import load_spec
+    """Validate a spec, create its campaign directory and run the campaign (:func:`mummi_like.run`).
 
-    resolved = load_spec(args.spec, directory=args.dir)
-    campaign = Campaign.create(resolved, Path(args.spec).read_text(encoding="utf-8"), _reporter(args))
-    return _exit_code(campaign.run())
+    A directory holding the same campaign is resumed, or, when that campaign
+    had finished, its summary is shown again and nothing runs.
+    """
+    summary = api.run(args.spec, args.dir, reporter=_reporter(args))
+    if not summary.ran:
+        print(f"mummi-like run: {summary.directory} holds this campaign, which had finished; nothing ran",
+              file=sys.stderr)
+    return summary.exit_code
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
-    """Continue a campaign whose coordinator stopped or died."""
-    from mummi_like.campaign.loop import Campaign
-
-    return _exit_code(Campaign.resume(Path(args.directory).resolve(), _reporter(args)).run())
+    """Continue a campaign whose coordinator stopped or died (:func:`mummi_like.resume`)."""
+    return api.resume(args.directory, reporter=_reporter(args)).exit_code
 
 
 def stage_states(store: Store) -> dict[str, str]:

@@ -25,7 +25,7 @@ import signal
 import sqlite3
 import time
 from collections import Counter, defaultdict, deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -338,7 +338,7 @@ class Campaign:
         def stop(signum: int, _frame: FrameType | None) -> None:
             self._stop_reason = f"received {signal.Signals(signum).name}"
 
-        previous = {}
+        previous: dict[signal.Signals, Callable[[int, FrameType | None], Any] | int | None] = {}
         for signum in (signal.SIGINT, signal.SIGTERM):
             try:
                 previous[signum] = signal.signal(signum, stop)
