@@ -423,6 +423,21 @@ def test_coupling_selector_config_is_validated_by_the_selector() -> None:
     assert problems(text)[0][:3] == ("couplings[0].config.pool", 7, "Extra inputs are not permitted")
 
 
+def test_a_selector_config_is_validated_even_when_another_key_of_its_coupling_is_invalid() -> None:
+    """One run reports the coupling's own mistakes and its selector's, instead of one fix-and-rerun pass each."""
+    text = ONE_SCALE + (
+        "couplings:\n"
+        "  - {source: a, target: a, selector: tiny-selector, feature: m, max_in_flight: 0, config: {pool: 3}}\n"
+        "  - {source: a, target: a, selector: tiny-selector, config: {pool_size: 0}}\n"
+    )
+    assert [(path, line) for path, line, *_ in problems(text)] == [
+        ("couplings[0].max_in_flight", 7),
+        ("couplings[0].config.pool", 7),
+        ("couplings[1].feature", 8),
+        ("couplings[1].config.pool_size", 8),
+    ]
+
+
 # --- expansion ------------------------------------------------------------------------------------------------
 
 

@@ -169,14 +169,10 @@ class _Resolver:
             i: c for i, item in enumerate(raw_couplings) if (c := _valid(CouplingSpec, item)) is not None
         }
         self.problems.extend(reference_problems(names, valid_scales, valid_couplings))
-        resolved_couplings = {}
-        for index, coupling in valid_couplings.items():
-            selector = self._plugin("selector", coupling.selector, Selector, ("couplings", index, "selector"))
-            config = None if selector is None else self._config(
-                selector, coupling.config, ("couplings", index, "config"), required=True
-            )
-            if selector is not None and config is not None:
-                resolved_couplings[index] = ResolvedCoupling(coupling, selector, config)
+        selectors = {
+            index: self._part(item, "selector", Selector, ("couplings", index), plugin_key="selector")
+            for index, item in enumerate(raw_couplings)
+        }
 
         backend_class, backend_config = self._part(self.data.get("backend", {}), "backend", Backend, ("backend",))
         resolved_scales = {
@@ -199,28 +195,32 @@ class _Resolver:
             backend=backend_class,
             backend_config=backend_config,
             scales=[ResolvedScale(scale, *resolved_scales[index]) for index, scale in enumerate(spec.scales)],
-            couplings=[resolved_couplings[index] for index in range(len(spec.couplings))],
+            couplings=[ResolvedCoupling(coupling, *selectors[index]) for index, coupling in enumerate(spec.couplings)],
             policy=policy_class,
             policy_config=policy_config,
         )
 
-    def _part(self, item: Any, kind: str, base: type | None, loc: Loc) -> tuple[Any, Any]:
-        """Plugin class and validated config of the ``plugin:``/``config:`` block at ``loc``, or ``None`` for each.
+    def _part(
+        self, item: Any, kind: str, base: type | None, loc: Loc, plugin_key: str = "plugin"
+    ) -> tuple[Any, Any]:
+        """Plugin class and validated config of the block at ``loc``, or ``None`` for each.
 
-        Looks only at those two keys, so that a plugin's config is checked even
-        when another key of its block (say a scale's ``name``) is wrong.
+        Looks only at the plugin's name (key ``plugin_key``: ``plugin``, or a
+        coupling's ``selector``) and ``config``, so that a plugin's config is
+        checked even when another key of its block (a scale's ``name``, a
+        coupling's ``max_in_flight``) is wrong: one run reports both.
         """
         if not isinstance(item, dict):
             return None, None
         default = {"backend": BackendSpec, "pipeline": PolicySpec}.get(kind)
-        plugin = item.get("plugin", default.model_fields["plugin"].default if default else None)
+        plugin = item.get(plugin_key, default.model_fields["plugin"].default if default else None)
         if not isinstance(plugin, str):
             return None, None
-        cls = self._plugin(kind, plugin, base, (*loc, "plugin"))
+        cls = self._plugin(kind, plugin, base, (*loc, plugin_key))
         config = item.get("config", {})
         if cls is None or not isinstance(config, dict):
             return cls, None
-        return cls, self._config(cls, config, (*loc, "config"), required=kind != "pipeline")
+        return cls, self._config(cls, config, (*loc, "config"), required=kind != "pipeline", plugin_key=plugin_key)
 
     def _validate(self, model: type[BaseModel], value: Any, loc: Loc, context: dict[str, Any] | None = None) -> Any:
         try:
@@ -264,18 +264,21 @@ class _Resolver:
             )
         )
 
-    def _config(self, cls: type, config: dict[str, Any], loc: Loc, required: bool) -> BaseModel | None:
+    def _config(
+        self, cls: type, config: dict[str, Any], loc: Loc, required: bool, plugin_key: str
+    ) -> BaseModel | None:
         """``config`` validated with ``cls.config_model``; problems at ``loc`` when invalid.
 
-        Scales and backends must declare a ``config_model``; a policy may have
-        none, and then takes no config.
+        Scales, selectors and backends must declare a ``config_model`` (a
+        missing one is reported at the block's ``plugin_key``); a policy may
+        have none, and then takes no config.
         """
         model = getattr(cls, "config_model", None)
         if not (isinstance(model, type) and issubclass(model, BaseModel)):
             if required:
                 self.problems.append(
                     Problem(
-                        (*loc[:-1], "plugin"),
+                        (*loc[:-1], plugin_key),
                         f"plugin class {cls.__module__}.{cls.__qualname__} has no `config_model`",
                         "its author must set `config_model` to a pydantic model of its config",
                     )
