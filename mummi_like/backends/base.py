@@ -65,9 +65,11 @@ class Capacity(BaseModel):
         cores_per_node = -(-resources.cores // resources.nodes)
         gpus_per_node = -(-resources.gpus // resources.nodes)
         if cores_per_node > self.cores_per_node:
-            problems.append(f"{resources.cores} cores (at most {self.cores_per_node * resources.nodes} on {resources.nodes} node(s))")
+            problems.append(f"{resources.cores} cores (at most {self.cores_per_node * resources.nodes} "
+                            f"on {resources.nodes} node(s))")
         if gpus_per_node > self.gpus_per_node:
-            problems.append(f"{resources.gpus} GPUs (at most {self.gpus_per_node * resources.nodes} on {resources.nodes} node(s))")
+            problems.append(f"{resources.gpus} GPUs (at most {self.gpus_per_node * resources.nodes} "
+                            f"on {resources.nodes} node(s))")
         return "; ".join(problems) or None
 
 

@@ -660,8 +660,8 @@ class FluxBackend(Backend):
         elif isinstance(payload, CallablePayload):
             self._read_call(job.workdir, payload, result, detail)
         elif result.signal is not None:
-            result.failure = Failure(kind="signal", signal=result.signal,
-                                     message=f"{payload.argv[0]} was killed by {describe_signal(result.signal)}{detail}")
+            killed = f"{payload.argv[0]} was killed by {describe_signal(result.signal)}"
+            result.failure = Failure(kind="signal", signal=result.signal, message=killed + detail)
         elif result.exit_code:
             result.failure = Failure(kind="exit", exit_code=result.exit_code,
                                      message=f"{payload.argv[0]} exited with code {result.exit_code}{detail}")

@@ -47,18 +47,20 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 
 from mummi_like.backends import pyworker
-from mummi_like.backends.channel import Channel
 from mummi_like.backends.base import Backend, BackendConfig, BackendEvent, Capacity, describe_signal
+from mummi_like.backends.channel import Channel
 from mummi_like.backends.environment import CAMPAIGN_VARIABLE, JOB_VARIABLE, inherited_environment, task_environment
-from mummi_like.tasks import CallablePayload, Failure, TaskResult, TaskSpec
+from mummi_like.tasks import CallablePayload, ExecutablePayload, Failure, TaskResult, TaskSpec
 
 #: Largest request handed to a busy worker ahead of time, below a socket pair's buffer.
 PREFETCH_LIMIT = 64 * 1024
+#: Why the backend stops a running job; the kind of failure it then reports.
+StopReason = Literal["walltime", "canceled"]
 
 
 def detected_gpus() -> list[int]:
@@ -79,7 +81,9 @@ def detected_gpus() -> list[int]:
 class LocalConfig(BackendConfig):
     """Settings of the ``local`` backend."""
 
-    cores: int | None = Field(None, ge=1, description="Cores tasks may use; default: the cores this process may run on.")
+    cores: int | None = Field(
+        None, ge=1, description="Cores tasks may use; default: the cores this process may run on."
+    )
     gpus: list[int] | None = Field(
         None, description="GPU indices tasks may use; default: CUDA_VISIBLE_DEVICES, else all GPUs nvidia-smi lists."
     )
@@ -116,7 +120,7 @@ class _Job:
     started: float | None = None
     deadline: float | None = None
     kill_at: float | None = None
-    stop_reason: str | None = None  # "walltime" or "canceled" once we started stopping it
+    stop_reason: StopReason | None = None  # set once we started stopping it
     cancel_on_start: bool = False  # canceled while handed to a worker ahead of time
     undelivered: bool = False  # its worker was dead before the call reached it, so the call never ran
 
@@ -225,7 +229,8 @@ class LocalBackend(Backend):
         if job.started is None:
             self._waiting.remove(job)
             now = time.time()
-            self._finish(job, TaskResult(job_id=job_id, ok=False, failure=Failure(kind="canceled", message="canceled before it started"), ended=now))
+            failure = Failure(kind="canceled", message="canceled before it started")
+            self._finish(job, TaskResult(job_id=job_id, ok=False, failure=failure, ended=now))
             return
         self._stop(job, "canceled", time.monotonic())
 
@@ -438,6 +443,7 @@ class LocalBackend(Backend):
         job.pidfd = None
         self._release(job)
         exit_code, signum = (code, None) if code >= 0 else (None, -code)
+        assert isinstance(job.task.payload, ExecutablePayload)  # callables run in workers
         program = job.task.payload.argv[0]
         failure: Failure | None = None
         if job.stop_reason is not None:
@@ -510,15 +516,17 @@ class LocalBackend(Backend):
             job.started = job.deadline = None
             self._requeue(job)
             return
+        assert isinstance(job.task.payload, CallablePayload)  # only callables run in workers
+        running = f"the worker running {job.task.payload.function}"
         if job.stop_reason is not None:
-            failure = Failure(kind=job.stop_reason, signal=-code if code and code < 0 else None, message=self._stop_message(job))
+            failure = Failure(kind=job.stop_reason, signal=-code if code and code < 0 else None,
+                              message=self._stop_message(job))
         elif code is not None and code < 0:
-            failure = Failure(kind="signal", signal=-code,
-                              message=f"the worker running {job.task.payload.function} was killed by {describe_signal(-code)}")
+            failure = Failure(kind="signal", signal=-code, message=f"{running} was killed by {describe_signal(-code)}")
         else:
-            failure = Failure(kind="exit", exit_code=code,
-                              message=f"the worker running {job.task.payload.function} exited with code {code} mid-call")
-        self._finish(job, self._result(job, ok=False, signal=failure.signal, exit_code=failure.exit_code, failure=failure))
+            failure = Failure(kind="exit", exit_code=code, message=f"{running} exited with code {code} mid-call")
+        self._finish(job, self._result(job, ok=False, signal=failure.signal, exit_code=failure.exit_code,
+                                       failure=failure))
 
     def _keep_output(self, worker: _Worker, job: _Job | None) -> None:
         """Move what a dead worker's last call wrote into the task's output files; drop the worker's scratch files.
@@ -572,7 +580,7 @@ class LocalBackend(Backend):
             elif job.stop_reason is None and job.deadline is not None and now >= job.deadline:
                 self._stop(job, "walltime", now)
 
-    def _stop(self, job: _Job, reason: str, now: float) -> None:
+    def _stop(self, job: _Job, reason: StopReason, now: float) -> None:
         job.stop_reason = reason
         job.deadline = None
         self._signal(job, signal.SIGTERM)
@@ -608,7 +616,8 @@ class LocalBackend(Backend):
 
     def _finish(self, job: _Job, result: TaskResult) -> None:
         del self._jobs[job.job_id]
-        self._events.append(BackendEvent(job_id=job.job_id, kind="finished", time=result.ended or time.time(), result=result))
+        ended = result.ended or time.time()
+        self._events.append(BackendEvent(job_id=job.job_id, kind="finished", time=ended, result=result))
 
     def _spawn_worker(self) -> _Worker:
         """Start a worker as ``python -m mummi_like.backends.pyworker`` on one end of a socket pair.

@@ -25,7 +25,7 @@ import time
 import traceback
 from collections import deque
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 from mummi_like.backends.channel import Channel
 from mummi_like.backends.environment import THREAD_VARIABLES
@@ -71,7 +71,7 @@ def resolve(function: str) -> Callable[..., Any]:
         target = getattr(target, part)
     if not callable(target):
         raise TypeError(f"{function!r} names a {type(target).__name__}, not a callable")
-    return target
+    return cast(Callable[..., Any], target)
 
 
 def _exception_types(error: BaseException) -> list[str]:
