@@ -18,6 +18,13 @@ restarts). Every ``interval`` seconds the loop asks each coupling for a round:
    (truncated or replaced since it was scored) is logged as rejected and
    skipped; the coordinator goes on.
 
+A feature is the named observable of each frame, as the selector receives it:
+a scalar observable (shape ``()``, e.g. a radius of gyration) becomes a
+one-element vector, so that every selector sees one row per frame. A selector
+that refuses the features (they do not suit it, or it has a bug) stops the
+campaign with a :class:`CouplingError` instead of killing the coordinator: the
+store is left consistent and the command-line tools exit as for bad input.
+
 Restart: the selector writes its pool through to the store; the tailer's
 position in every stream is saved after the frames it delivered are committed,
 so a restarted coordinator re-reads at most a few frames, which the selector's
@@ -27,6 +34,7 @@ pool ignores as already seen.
 from __future__ import annotations
 
 import time
+import traceback
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,18 +42,29 @@ from typing import Any
 import numpy as np
 
 from mummi_like import events
+from mummi_like.campaign.control import CampaignError
 from mummi_like.crashpoints import crash_point
 from mummi_like.scale import Feedback, PromotedFrame, Scale
 from mummi_like.selection import Selector, SelectorContext
 from mummi_like.spec import CouplingSpec
 from mummi_like.store import Store
-from mummi_like.streams.tailer import StreamError, StreamTailer, read_frame
+from mummi_like.streams.tailer import Frame, StreamError, StreamTailer, read_frame
 from mummi_like.tasks import TaskResult, TaskSpec
 
 STREAM_STATE = "coupling:{name}:streams"
 MODEL_LABEL = "model_path"
 COUPLING_LABEL = "coupling"
 PROMOTED_LABEL = "promoted_from"
+
+
+class CouplingError(CampaignError):
+    """A coupling cannot go on: its selector refuses the features of its streams.
+
+    Waiting cannot fix it, so the loop stops the campaign cleanly (what runs is
+    requeued, the store stays consistent and resumable) and raises this once
+    the coordinator is down; ``mummi-like run`` and ``resume`` exit with the
+    status of bad input. The message names the coupling, what went wrong and the fix.
+    """
 
 
 @dataclass
@@ -121,15 +140,15 @@ class Coupling:
         """
         self.next_round = time.monotonic() + self.spec.interval
         frames = self.tailer.poll(max_frames=self.spec.max_frames_per_round, rescan=final)
-        good = [frame for frame in frames if np.isfinite(frame.observables[self.spec.feature]).all()]
-        rejected = [f"{frame.file}:{frame.index}" for frame in frames if frame not in good]
-        now = time.time()
+        features = [self.feature(frame) for frame in frames]
+        finite = [bool(np.isfinite(feature).all()) for feature in features]
+        rejected = [f"{frame.file}:{frame.index}" for frame, ok in zip(frames, finite) if not ok]
         if rejected:
-            self.store.log_event(events.FRAMES_REJECTED, now, coupling=self.name, frames=rejected[:20],
+            self.store.log_event(events.FRAMES_REJECTED, time.time(), coupling=self.name, frames=rejected[:20],
                                  count=len(rejected), reason=f"non-finite values in {self.spec.feature!r}")
-        if good:
-            self.selector.ingest([f"{frame.file}:{frame.index}" for frame in good],
-                                 np.stack([frame.observables[self.spec.feature] for frame in good]))
+        if any(finite):
+            self._ingest([f"{frame.file}:{frame.index}" for frame, ok in zip(frames, finite) if ok],
+                         np.stack([feature for feature, ok in zip(features, finite) if ok]))
         if frames:
             # The tailer's position is saved only once the frames it delivered are committed.
             self.store.flush()
@@ -137,6 +156,35 @@ class Coupling:
             self.store.set_meta(STREAM_STATE.format(name=self.name), self.tailer.state())
         new_tasks = [*self._training(), *self._promotions()]
         return RoundResult(len(frames), len(rejected), new_tasks)
+
+    def feature(self, frame: Frame) -> np.ndarray:
+        """The coupling's feature of ``frame`` as the selector receives it: a scalar as a one-element vector."""
+        return np.atleast_1d(frame.observables[self.spec.feature])
+
+    def _ingest(self, ids: list[str], features: np.ndarray) -> None:
+        """Feed the selector; a selector that raises stops the campaign with a :class:`CouplingError`.
+
+        The event log keeps the selector's traceback, for its author; the
+        message says what to change.
+        """
+        try:
+            self.selector.ingest(ids, features)
+        except Exception as error:
+            where = (f"coupling {self.name!r}: selector {self.spec.selector!r} refused the frames of feature "
+                     f"{self.spec.feature!r} (shape {features.shape[1:]} per frame)")
+            if isinstance(error, ValueError):  # what Selector.ingest raises for features it cannot score
+                message = (f"{where}: {error}; give the coupling a `feature:` this selector scores, or another "
+                           "`selector:`, and run the spec again (`resume` continues with the spec the campaign "
+                           "began with)")
+            else:
+                origin = traceback.extract_tb(error.__traceback__)[-1]
+                message = (f"{where} with {type(error).__name__}: {error} (raised at {origin.filename}:"
+                           f"{origin.lineno}, in {origin.name}; the traceback is in the store's "
+                           f"{events.COUPLING_FAILED!r} event): a bug in the selector plugin; fix it, then "
+                           f"`mummi-like resume {self.directory}`")
+            self.store.log_event(events.COUPLING_FAILED, time.time(), coupling=self.name, error=message,
+                                 traceback="".join(traceback.format_exception(error)))
+            raise CouplingError(message) from error
 
     def _training(self) -> list[TaskSpec]:
         if self.training_in_flight is not None or not self.selector.retrain_due():

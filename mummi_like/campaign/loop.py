@@ -34,7 +34,7 @@ from typing import Any
 
 from mummi_like import events
 from mummi_like.backends.base import Backend, BackendEvent, UnsatisfiableRequest
-from mummi_like.campaign.coupling import COUPLING_LABEL, PROMOTED_LABEL, Coupling
+from mummi_like.campaign.coupling import COUPLING_LABEL, PROMOTED_LABEL, Coupling, CouplingError
 from mummi_like.campaign.control import SPEC_META, CampaignError, coordinator_lock, pending_cancels
 from mummi_like.campaign.policy import Load, Policy
 from mummi_like.campaign.progress import Reporter
@@ -161,6 +161,7 @@ class Campaign:
         # Stages whose upstream scales have finished and been handed on; scales without depends_on are open from the start.
         self._opened: set[str] = {s.spec.name for s in resolved.scales if not s.spec.depends_on}
         self._stop_reason: str | None = None
+        self._coupling_error: CouplingError | None = None  # raised once the coordinator is down
         self._store_failed = False
         self._dropped_followups = 0
         self._chunk_was_full = True
@@ -310,6 +311,8 @@ class Campaign:
         except StoreError:
             if not self._store_failed:  # the buffer of a failed store is dropped (see _stop_on_store_failure)
                 raise
+        if self._coupling_error is not None:
+            raise self._coupling_error
         return summary
 
     def _record_utilization(self) -> None:
@@ -471,12 +474,16 @@ class Campaign:
     def _run_couplings(self, now: float, final: bool = False) -> bool:
         """Give the couplings that are due a round (all of them, until they are dry, when ``final``).
 
-        Returns whether any frame or task came of it.
+        Returns whether any frame or task came of it. A coupling that cannot go on stops the campaign, resumably.
         """
         progressed = False
         for coupling in self.couplings:
             while final or now >= coupling.next_round:
-                outcome = coupling.round(final)
+                try:
+                    outcome = coupling.round(final)
+                except CouplingError as error:
+                    self._stop_reason, self._coupling_error = str(error), error
+                    return True
                 self._add_tasks(outcome.new_tasks, time.time())
                 if not (outcome.frames or outcome.new_tasks):
                     break

@@ -7,9 +7,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from mummi_scales.generic.chain_md import ChainMDConfig, ChainMDScale
+from mummi_selectors.novelty import NoveltyConfig, NoveltySelector
 
-from mummi_like import events
-from mummi_like.campaign.coupling import COUPLING_LABEL, PROMOTED_LABEL, Coupling
+from mummi_like import cli, events
+from mummi_like.campaign.coupling import (
+    COUPLING_LABEL,
+    PROMOTED_LABEL,
+    Coupling,
+    CouplingError,
+)
 from mummi_like.campaign.loop import Campaign
 from mummi_like.campaign.progress import Reporter
 from mummi_like.cli import status_report
@@ -18,8 +25,7 @@ from mummi_like.spec import CouplingSpec
 from mummi_like.store import Store
 from mummi_like.streams import H5MDWriter
 from mummi_like.streams.tailer import read_frame
-from mummi_scales.generic.chain_md import ChainMDConfig, ChainMDScale
-from mummi_selectors.novelty import NoveltyConfig, NoveltySelector
+from mummi_like.tasks import TaskState
 
 SPEC = """
 name: coupled
@@ -136,3 +142,111 @@ def test_a_frame_whose_stream_went_bad_before_its_promotion_is_logged_and_skippe
     assert all(event["reason"].startswith(f"cannot promote it, its stream is unreadable: {bad}: it is truncated: ")
                for event in rejected)
     assert coupling.promoted == 3 and len(coupling.live) == 3
+
+
+SMALL_SPEC = """
+name: small-coupling
+backend: {{config: {{cores: 2}}}}
+scales:
+  - name: coarse
+    plugin: chain-md
+    config: {{replicas: 1, beads: 8, temperature: 450.0, timestep: 0.03, friction: 5.0, steps: 800,
+             report_interval: 100, platform: Reference}}
+  - name: fine
+    plugin: chain-md
+    config: {{replicas: 0, beads: 8, steps: 200, report_interval: 100, platform: Reference}}
+couplings:
+  - source: coarse
+    target: fine
+    selector: {selector}
+    feature: {feature}
+    max_total: 2
+    interval: 0.1
+    config: {config}
+"""
+"""A one-replica chain-md coupling that runs in about a second, with the selector and feature left open."""
+
+
+def small_spec(folder: Path, feature: str, selector: str = "novelty", config: str = "{min_samples: 0}") -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    spec = folder / "campaign.yaml"
+    spec.write_text(SMALL_SPEC.format(feature=feature, selector=selector, config=config))
+    return spec
+
+
+def assert_stopped_resumably(directory: Path) -> None:
+    """Nothing is left queued or running under no coordinator, and the store is whole."""
+    with Store.open(directory, readonly=True) as store:
+        states = {record.state for record in store.tasks()}
+        assert not states & {TaskState.QUEUED, TaskState.RUNNING}, states
+        assert store.check_integrity() == []
+        stopped = [data["reason"] for _, _, _, data in store.events(kind=events.COORDINATOR_STOPPED)]
+    assert stopped and stopped[-1], "the coordinator recorded why it stopped"
+
+
+def test_a_scalar_observable_is_a_one_element_feature_whose_frames_are_promoted(tmp_path: Path) -> None:
+    """chain-md's own radius_of_gyration (shape () per frame) as the feature: the campaign runs and promotes."""
+    spec = small_spec(tmp_path / "spec", feature="radius_of_gyration")
+    summary = Campaign.from_text(spec.read_text(), spec, tmp_path / "run").run()
+    assert summary.complete, (summary.counts, summary.stopped_because)
+    assert summary.counts["fine"] == {"done": 2}
+    with Store.open(tmp_path / "run", readonly=True) as store:
+        candidates = store.load_candidates("coarse-to-fine")
+    assert len(candidates) == 8, "one candidate per streamed frame (800 steps, a frame every 100)"
+    assert {len(row.vector) for row in candidates} == {4}, "one float32 per frame"
+
+
+def test_a_selector_that_refuses_the_feature_stops_the_campaign_resumably_with_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """cvae-outliers scores (h, w) maps: given a scalar, its ValueError is a clean stop, not a dead coordinator."""
+    spec = small_spec(tmp_path / "spec", feature="radius_of_gyration", selector="cvae-outliers",
+                      config="{retrain_every: 5}")
+    directory = tmp_path / "run"
+    assert cli.main(["run", str(spec), "--dir", str(directory), "--quiet"]) == cli.EXIT_BAD_INPUT
+    error = capsys.readouterr().err
+    assert "Traceback" not in error
+    message = " ".join(error.split())
+    assert ("mummi-like run: coupling 'coarse-to-fine': selector 'cvae-outliers' refused the frames of feature "
+            "'radius_of_gyration' (shape (1,) per frame): selector 'coarse-to-fine' scores (h, w) maps") in message
+    assert "give the coupling a `feature:` this selector scores" in message
+    assert_stopped_resumably(directory)
+    with Store.open(directory, readonly=True) as store:
+        [failed] = [data for _, _, _, data in store.events(kind=events.COUPLING_FAILED)]
+    assert failed["coupling"] == "coarse-to-fine" and "ValueError" in failed["traceback"]
+    assert cli.main(["resume", str(directory), "--quiet"]) == cli.EXIT_BAD_INPUT, "resume meets the same frames"
+    assert "refused the frames of feature 'radius_of_gyration'" in capsys.readouterr().err
+    assert_stopped_resumably(directory)
+
+
+class BrokenSelector(NoveltySelector):
+    """A selector with a bug: scoring fails with something other than the ValueError of bad input."""
+
+    def _scores(self) -> np.ndarray:
+        raise ZeroDivisionError("a bug")
+
+
+def test_a_selector_bug_is_a_coupling_error_that_names_where_it_was_raised(tmp_path: Path) -> None:
+    directory = tmp_path / "run"
+    folder = directory / "tasks" / "coarse" / "coarse.0000"
+    folder.mkdir(parents=True)
+    with H5MDWriter(folder / "trajectory.h5md", 3, observables={"energy": ((), np.float64)}) as writer:
+        for index in range(2):
+            writer.write_frame(np.zeros((3, 3)), step=index, time=float(index), observables={"energy": index})
+    scales = {name: ChainMDScale(ChainMDConfig(replicas=0, beads=3),
+                                 ScaleContext(name=name, campaign_dir=directory, spec_dir=tmp_path))
+              for name in ("coarse", "fine")}
+    spec = CouplingSpec(source="coarse", target="fine", selector="broken", feature="energy")
+    with Store.open(directory) as store:
+        coupling = Coupling.build(spec, BrokenSelector, NoveltyConfig(), scales, directory, store)
+        with pytest.raises(CouplingError) as raised:
+            coupling.round()
+        coupling.close()
+        store.flush()
+        [failed] = [data for _, _, _, data in store.events(kind=events.COUPLING_FAILED)]
+    message = str(raised.value)
+    assert message.startswith("coupling 'coarse-to-fine': selector 'broken' refused the frames of feature 'energy' "
+                              "(shape (1,) per frame) with ZeroDivisionError: a bug (raised at ")
+    assert f"{Path(__file__)}:" in message and "in _scores" in message
+    assert message.endswith(f"a bug in the selector plugin; fix it, then `mummi-like resume {directory}`")
+    assert "ZeroDivisionError: a bug" in failed["traceback"]
