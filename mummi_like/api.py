@@ -228,12 +228,15 @@ def _named(name: str, spec_dir: str | os.PathLike[str] | None) -> Path:
     return Path(name) if spec_dir is None else Path(spec_dir) / name
 
 
-class _SpecDumper(yaml.SafeDumper):
-    """Writes a dict spec as YAML, with the paths and tuples a script builds specs from."""
-
-
-_SpecDumper.add_multi_representer(PurePath, lambda dumper, path: dumper.represent_str(str(path)))
-_SpecDumper.add_representer(tuple, lambda dumper, items: dumper.represent_list(list(items)))
+def _plain(value: Any) -> Any:
+    """``value`` with the paths and tuples a script builds specs from made the strings and lists YAML writes."""
+    if isinstance(value, PurePath):
+        return str(value)
+    if isinstance(value, list | tuple):
+        return [_plain(item) for item in value]
+    if isinstance(value, Mapping):
+        return {key: _plain(item) for key, item in value.items()}
+    return value
 
 
 def _yaml_of(spec: Mapping[str, Any], source: Path) -> str:
@@ -241,12 +244,13 @@ def _yaml_of(spec: Mapping[str, Any], source: Path) -> str:
     from mummi_like.spec import SpecError, SpecIssue
 
     try:
-        return yaml.dump(dict(spec), Dumper=_SpecDumper, sort_keys=False, allow_unicode=True)
+        text: str = yaml.safe_dump(_plain(spec), sort_keys=False, allow_unicode=True)
     except yaml.representer.RepresenterError as error:
         value = error.args[1] if len(error.args) > 1 else None
         message = f"cannot write the spec as YAML: it holds {type(value).__name__} value {value!r}"
         hint = "use strings, numbers, booleans, None, lists and dicts (paths and tuples are converted)"
         raise SpecError(source, [SpecIssue("<root>", None, message, hint, source)]) from error
+    return text
 
 
 def _again(resolved: ResolvedCampaign, reporter: Reporter | None) -> RunSummary:
@@ -395,7 +399,8 @@ def _pandas() -> ModuleType:
             "CampaignRecords' DataFrames need pandas, which is not installed: `pip install pandas` (the records "
             "themselves, .tasks() and the like, need nothing more)"
         ) from error
-    return pandas
+    module: ModuleType = pandas
+    return module
 
 
 def _frame(rows: list[Any], row_type: type) -> pandas.DataFrame:
