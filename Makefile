@@ -1,4 +1,4 @@
-# README's two commands: `make run` (the main job) and `make test` (the test suite).
+# README's two commands: `make run` (the main job) and `make test` (mypy over mummi_like, then the test suite).
 # Both create .venv on first use: torch is pinned first so that no later
 # requirement can pull a multi-GB CUDA build, then the project is installed.
 
@@ -33,6 +33,7 @@ examples: venv
 	$(BIN)/mummi-like run examples/multiscale/campaign.yaml --dir $(RUN_DIR)/multiscale
 
 test: venv
+	$(BIN)/mypy mummi_like
 	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q
 
 bench: venv
