@@ -20,10 +20,12 @@ restarts). Every ``interval`` seconds the loop asks each coupling for a round:
 
 A feature is the named observable of each frame, as the selector receives it:
 a scalar observable (shape ``()``, e.g. a radius of gyration) becomes a
-one-element vector, so that every selector sees one row per frame. A selector
-that refuses the features (they do not suit it, or it has a bug) stops the
-campaign with a :class:`CouplingError` instead of killing the coordinator: the
-store is left consistent and the command-line tools exit as for bad input.
+one-element vector, so that every selector sees one row per frame. A stream
+without the feature (its observables are fixed when it is written, so it never
+will have it) and a selector that refuses the features (they do not suit it,
+or it has a bug) stop the campaign with a :class:`CouplingError` instead of
+killing the coordinator or waiting forever: the store is left consistent and
+the command-line tools exit as for bad input.
 
 Restart: the selector writes its pool through to the store; the tailer's
 position in every stream is saved after the frames it delivered are committed,
@@ -37,7 +39,7 @@ import time
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 
@@ -48,7 +50,7 @@ from mummi_like.scale import Feedback, PromotedFrame, Scale
 from mummi_like.selection import Selector, SelectorContext
 from mummi_like.spec import CouplingSpec
 from mummi_like.store import Store
-from mummi_like.streams.tailer import Frame, StreamError, StreamTailer, read_frame
+from mummi_like.streams.tailer import Frame, StreamError, StreamTailer, UnknownObservable, read_frame
 from mummi_like.tasks import TaskResult, TaskSpec
 
 STREAM_STATE = "coupling:{name}:streams"
@@ -58,7 +60,7 @@ PROMOTED_LABEL = "promoted_from"
 
 
 class CouplingError(CampaignError):
-    """A coupling cannot go on: its selector refuses the features of its streams.
+    """A coupling cannot go on: its streams lack its feature, or its selector refuses their features.
 
     Waiting cannot fix it, so the loop stops the campaign cleanly (what runs is
     requeued, the store stays consistent and resumable) and raises this once
@@ -139,16 +141,24 @@ class Coupling:
         at once rather than at the tailer's pace, so that no frame is left behind.
         """
         self.next_round = time.monotonic() + self.spec.interval
-        frames = self.tailer.poll(max_frames=self.spec.max_frames_per_round, rescan=final)
+        try:
+            frames = self.tailer.poll(max_frames=self.spec.max_frames_per_round, rescan=final)
+        except UnknownObservable as error:
+            self._fail(
+                f"coupling {self.name!r}: its feature {self.spec.feature!r} is not an observable of the stream "
+                f"{error.path}, which has {', '.join(map(repr, error.available)) or 'none'}; a stream's observables "
+                "are fixed when it is written, so waiting cannot bring it: change `feature:` in the coupling to "
+                "one of them and run the spec again (`resume` continues with the spec the campaign began with)",
+                error)
         features = [self.feature(frame) for frame in frames]
         finite = [bool(np.isfinite(feature).all()) for feature in features]
-        rejected = [f"{frame.file}:{frame.index}" for frame, ok in zip(frames, finite) if not ok]
+        rejected = [f"{frame.file}:{frame.index}" for frame, ok in zip(frames, finite, strict=True) if not ok]
         if rejected:
             self.store.log_event(events.FRAMES_REJECTED, time.time(), coupling=self.name, frames=rejected[:20],
                                  count=len(rejected), reason=f"non-finite values in {self.spec.feature!r}")
         if any(finite):
-            self._ingest([f"{frame.file}:{frame.index}" for frame, ok in zip(frames, finite) if ok],
-                         np.stack([feature for feature, ok in zip(features, finite) if ok]))
+            self._ingest([f"{frame.file}:{frame.index}" for frame, ok in zip(frames, finite, strict=True) if ok],
+                         np.stack([feature for feature, ok in zip(features, finite, strict=True) if ok]))
         if frames:
             # The tailer's position is saved only once the frames it delivered are committed.
             self.store.flush()
@@ -169,7 +179,7 @@ class Coupling:
         """
         try:
             self.selector.ingest(ids, features)
-        except Exception as error:
+        except Exception as error:  # a plugin's bug too must stop the campaign cleanly, not kill the coordinator
             where = (f"coupling {self.name!r}: selector {self.spec.selector!r} refused the frames of feature "
                      f"{self.spec.feature!r} (shape {features.shape[1:]} per frame)")
             if isinstance(error, ValueError):  # what Selector.ingest raises for features it cannot score
@@ -182,9 +192,13 @@ class Coupling:
                            f"{origin.lineno}, in {origin.name}; the traceback is in the store's "
                            f"{events.COUPLING_FAILED!r} event): a bug in the selector plugin; fix it, then "
                            f"`mummi-like resume {self.directory}`")
-            self.store.log_event(events.COUPLING_FAILED, time.time(), coupling=self.name, error=message,
-                                 traceback="".join(traceback.format_exception(error)))
-            raise CouplingError(message) from error
+            self._fail(message, error)
+
+    def _fail(self, message: str, error: Exception) -> NoReturn:
+        """Log why the coupling cannot go on, with the traceback of ``error``, and raise :class:`CouplingError`."""
+        self.store.log_event(events.COUPLING_FAILED, time.time(), coupling=self.name, error=message,
+                             traceback="".join(traceback.format_exception(error)))
+        raise CouplingError(message) from error
 
     def _training(self) -> list[TaskSpec]:
         if self.training_in_flight is not None or not self.selector.retrain_due():

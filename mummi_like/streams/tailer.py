@@ -17,7 +17,10 @@ selector. Three properties matter more than speed:
   being created by another program, truncated, corrupt, not a mummi-like
   stream, an observable whose frames have another shape than in the streams
   read before) is skipped with one logged warning per distinct problem and
-  retried at the next poll. Every such problem is a :class:`StreamError` that
+  retried at the next poll. The one exception is a stream without an
+  observable the tailer was asked for (:class:`UnknownObservable`): a
+  stream's layout is fixed when it is written, so retrying could never help,
+  and :meth:`StreamTailer.poll` raises it at once. Every such problem is a :class:`StreamError` that
   names the file and what is wrong, whatever h5py raised underneath. A file
   shorter than its HDF5 superblock says is refused before HDF5 opens it: in
   SWMR mode HDF5 does not check the end of the file, and reading a file cut at
@@ -132,6 +135,24 @@ class StreamError(ValueError):
         self.reason = reason
 
 
+class UnknownObservable(StreamError):
+    """A stream lacks an observable it was asked for: its layout is fixed once written, so it never will have it.
+
+    Attributes
+    ----------
+    missing
+        The observables asked for that the stream does not have.
+    available
+        The observables it has, sorted.
+    """
+
+    def __init__(self, path: Path, missing: list[str], available: list[str]) -> None:
+        super().__init__(path, f"the stream has no observable {', '.join(map(repr, missing))}; it has "
+                               f"{', '.join(map(repr, available)) or 'none'}")
+        self.missing = missing
+        self.available = available
+
+
 def _h5py_reason(error: BaseException) -> str:
     """What h5py said, as one sentence (a KeyError's message is its only argument, not its quoted repr)."""
     text = str(error.args[0]) if isinstance(error, KeyError) and error.args else str(error)
@@ -238,7 +259,7 @@ class _Handle:
             if version != PROTOCOL_VERSION:
                 raise StreamError(path, f"stream protocol version {version!r}, this tailer reads {PROTOCOL_VERSION}")
             self.has_box = "edges" in self.file[f"{_TRAJECTORY}/box"]
-            self.observables = list(self.file.get("observables") or ())
+            self.observables = sorted(self.file.get("observables") or ())
         except StreamError:
             self.file.close()
             raise
@@ -273,15 +294,27 @@ class _Handle:
         """The writer's completion counter, as of now."""
         return int(self._read(COMPLETE_DATASET, 0, 1)[0])
 
+    def require(self, observables: list[str] | None) -> list[str]:
+        """The observables to read: ``observables``, or all the stream has for None.
+
+        Raises
+        ------
+        UnknownObservable
+            For a name the stream lacks.
+        """
+        if observables is None:
+            return self.observables
+        missing = sorted(set(observables) - set(self.observables))
+        if missing:
+            raise UnknownObservable(self.path, missing, self.observables)
+        return observables
+
     def frames(self, start: int, stop: int, observables: list[str] | None, positions: bool) -> list[Frame]:
         """Frames ``start`` to ``stop`` (all complete), one slice read per dataset.
 
-        ``observables`` None reads all the stream has; a name it lacks raises :class:`StreamError`.
+        ``observables`` None reads all the stream has; a name it lacks raises :class:`UnknownObservable`.
         """
-        names = self.observables if observables is None else observables
-        missing = sorted(set(names) - set(self.observables))
-        if missing:
-            raise StreamError(self.path, f"the stream has no observable {missing}; it has {self.observables}")
+        names = self.require(observables)
         steps = self._read(f"{_TRAJECTORY}/position/step", start, stop)
         times = self._read(f"{_TRAJECTORY}/position/time", start, stop)
         coordinates = self._read(f"{_TRAJECTORY}/position/value", start, stop) if positions else None
@@ -345,8 +378,9 @@ class StreamTailer:
     pattern
         The glob, relative to ``source``, when ``source`` is a folder.
     observables
-        Names of the observables to read; every stream must have them (a stream
-        without one is skipped with a warning). None reads all a stream has.
+        Names of the observables to read; every stream must have them: a stream
+        without one makes :meth:`poll` raise :class:`UnknownObservable`. None
+        reads all a stream has.
     positions
         Whether to read positions; a selector that needs only observables (contact
         maps) saves the largest read by passing False.
@@ -404,6 +438,13 @@ class StreamTailer:
         rescan
             Search for new files now, whenever the last search was (for a last
             poll once every writer has finished).
+
+        Raises
+        ------
+        UnknownObservable
+            When a stream lacks an observable the tailer reads, as soon as the
+            stream is opened. Nothing of this poll counts as yielded then: its
+            frames come again from the next poll.
         """
         now = time.monotonic()
         if rescan or now >= self._next_scan:
@@ -416,11 +457,21 @@ class StreamTailer:
             if budget is not None and budget <= 0:
                 break
             at = (first + offset) % count
-            new = self._read_new(self._files[at], budget)
+            try:
+                new = self._read_new(self._files[at], budget)
+            except UnknownObservable:
+                self._take_back(frames)
+                raise
             if new:
                 frames.extend(new)
                 self._cursor = (at + 1) % count
         return frames
+
+    def _take_back(self, frames: list[Frame]) -> None:
+        """Make ``frames`` (in order within each file) not yielded yet, so that the next poll returns them again."""
+        for frame in reversed(frames):
+            stream = self._streams[frame.file]
+            stream.position, stream.signature = frame.index, None
 
     def state(self) -> dict[str, int]:
         """The next frame index of every known file, to persist with the coordinator's state."""
@@ -470,6 +521,7 @@ class StreamTailer:
             return []
         try:
             handle = self._handle(path, stream, stat.st_ino)
+            handle.require(self._observables)
             complete = handle.complete()
             if complete < stream.position:
                 raise StreamError(
@@ -482,6 +534,9 @@ class StreamTailer:
                 if stop > stream.position else []
             )
             self._check_shapes(path, frames)
+        except UnknownObservable:
+            self._close(path)
+            raise
         except READ_ERRORS as exc:
             self._close(path)
             message = exc.reason if isinstance(exc, StreamError) else f"{type(exc).__name__}: {exc}"

@@ -228,7 +228,7 @@ class BrokenSelector(NoveltySelector):
 
 def test_a_selector_bug_is_a_coupling_error_that_names_where_it_was_raised(tmp_path: Path) -> None:
     directory = tmp_path / "run"
-    folder = directory / "tasks" / "coarse" / "coarse.0000"
+    folder = directory / "tasks" / "coarse" / "coarse.0"
     folder.mkdir(parents=True)
     with H5MDWriter(folder / "trajectory.h5md", 3, observables={"energy": ((), np.float64)}) as writer:
         for index in range(2):
@@ -250,3 +250,26 @@ def test_a_selector_bug_is_a_coupling_error_that_names_where_it_was_raised(tmp_p
     assert f"{Path(__file__)}:" in message and "in _scores" in message
     assert message.endswith(f"a bug in the selector plugin; fix it, then `mummi-like resume {directory}`")
     assert "ZeroDivisionError: a bug" in failed["traceback"]
+
+
+def test_a_feature_the_streams_lack_stops_the_campaign_at_the_first_frame_with_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Not a campaign that exits 0 with no promotion while it warns, forever, that the stream is not readable yet."""
+    spec = small_spec(tmp_path / "spec", feature="contact_mapp")
+    directory = tmp_path / "run"
+    assert cli.main(["run", str(spec), "--dir", str(directory), "--quiet"]) == cli.EXIT_BAD_INPUT
+    error = capsys.readouterr().err
+    assert "Traceback" not in error and "not readable yet" not in error
+    stream = directory / "tasks" / "coarse" / "coarse.0" / "trajectory.h5md"
+    assert (f"mummi-like run: coupling 'coarse-to-fine': its feature 'contact_mapp' is not an observable of the "
+            f"stream {stream}, which has 'contact_map', 'end_to_end', 'radius_of_gyration'; a stream's observables "
+            "are fixed when it is written, so waiting cannot bring it: change `feature:` in the coupling to one of "
+            "them") in " ".join(error.split())
+    assert_stopped_resumably(directory)
+    with Store.open(directory, readonly=True) as store:
+        assert store.load_candidates("coarse-to-fine") == []
+        assert store.tasks(scale="fine") == []
+    assert cli.main(["resume", str(directory), "--quiet"]) == cli.EXIT_BAD_INPUT
+    assert "its feature 'contact_mapp' is not an observable" in capsys.readouterr().err
+    assert_stopped_resumably(directory)

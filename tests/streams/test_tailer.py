@@ -17,6 +17,7 @@ import pytest
 
 from mummi_like.streams import Frame, H5MDWriter, StreamTailer, read_frame
 from mummi_like.streams import tailer as tailer_module
+from mummi_like.streams.tailer import UnknownObservable
 
 N_ATOMS = 4
 OBSERVABLES = {"contacts": ((3, 3), np.uint8), "rmsd": ((), np.float64)}
@@ -249,18 +250,28 @@ def test_half_created_and_corrupt_files_are_skipped_with_one_warning_and_retried
         check(frame, 2)
 
 
-def test_a_stream_without_a_requested_observable_is_skipped_and_positions_can_be_left_out(
+def test_a_stream_without_a_requested_observable_raises_at_once_and_that_poll_yields_nothing(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
+    """A stream's layout is fixed once written: waiting cannot bring the observable, so there is no retry warning."""
     write(tmp_path / "full.h5md", 1, range(2)).close()
-    with H5MDWriter(tmp_path / "bare.h5md", N_ATOMS) as bare:
-        bare.write_frame(np.zeros((N_ATOMS, 3)), step=0, time=0.0)
-    with StreamTailer(tmp_path, observables=["rmsd"], positions=False) as tailer, caplog.at_level(logging.WARNING):
-        frames = tailer.poll()
-    assert by_file(frames) == {"full.h5md": [0, 1]}
-    assert all(frame.positions is None and set(frame.observables) == {"rmsd"} for frame in frames)
+    bare_path = tmp_path / "z-bare.h5md"  # read after full.h5md, whose frames the failed poll had read already
+    with H5MDWriter(bare_path, N_ATOMS, observables={"energy": ((), np.float64)}) as bare:
+        bare.write_frame(np.zeros((N_ATOMS, 3)), step=0, time=0.0, observables={"energy": 1.0})
+    with StreamTailer(tmp_path, observables=["rmsd", "contacts"], positions=False) as tailer, \
+            caplog.at_level(logging.WARNING):
+        for _ in range(2):
+            with pytest.raises(UnknownObservable) as raised:
+                tailer.poll()
+            assert (raised.value.path, raised.value.missing, raised.value.available) == (
+                bare_path, ["contacts", "rmsd"], ["energy"])
+            assert str(raised.value) == f"{bare_path}: the stream has no observable 'contacts', 'rmsd'; it has 'energy'"
+        bare_path.unlink()
+        frames = tailer.poll(rescan=True)
+    assert not caplog.records
+    assert by_file(frames) == {"full.h5md": [0, 1]}, "the frames of the polls that raised come again"
+    assert all(frame.positions is None and set(frame.observables) == {"rmsd", "contacts"} for frame in frames)
     assert frames[1].observables["rmsd"].shape == () and float(frames[1].observables["rmsd"]) == 2.0
-    assert [Path(record.args[0]).name for record in caplog.records] == ["bare.h5md"]
 
 
 def test_idle_files_are_not_reread_until_the_rescan_interval(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
