@@ -55,13 +55,7 @@ import re
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import (
-    AfterValidator,
-    Field,
-    ValidationInfo,
-    field_validator,
-    model_validator,
-)
+from pydantic import AfterValidator, Field, ValidationInfo, field_validator, model_validator
 
 from mummi_like.spec.problems import clip, yaml_path
 from mummi_like.spec.references import DEFER_REFERENCES, reference_problems

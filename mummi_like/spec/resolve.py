@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
@@ -22,18 +22,14 @@ from mummi_like.backends.base import Backend, BackendConfig
 from mummi_like.scale import Scale
 from mummi_like.selection import Selector
 from mummi_like.spec.expansion import expand
-from mummi_like.spec.models import (
-    BackendSpec,
-    CampaignSpec,
-    CouplingSpec,
-    PolicySpec,
-    ScaleSpec,
-)
+from mummi_like.spec.models import BackendSpec, CampaignSpec, CouplingSpec, PolicySpec, ScaleSpec
 from mummi_like.spec.parsing import located_issues, parse
 from mummi_like.spec.paths import resolved
 from mummi_like.spec.problems import Loc, Problem, SpecError, SpecIssue, kind_of
 from mummi_like.spec.pydantic_errors import has_entry, validation_problems
 from mummi_like.spec.references import DEFER_REFERENCES, reference_problems
+
+Model = TypeVar("Model", bound=BaseModel)
 
 
 @dataclass(frozen=True)
@@ -222,7 +218,10 @@ class _Resolver:
             return cls, None
         return cls, self._config(cls, config, (*loc, "config"), required=kind != "pipeline", plugin_key=plugin_key)
 
-    def _validate(self, model: type[BaseModel], value: Any, loc: Loc, context: dict[str, Any] | None = None) -> Any:
+    def _validate(
+        self, model: type[Model], value: Any, loc: Loc, context: dict[str, Any] | None = None
+    ) -> Model | None:
+        """``value`` validated as ``model``, or ``None`` after recording its problems at ``loc``."""
         try:
             return model.model_validate(value, context=context)
         except ValidationError as error:
