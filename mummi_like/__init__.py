@@ -27,7 +27,8 @@ Seeds
     :func:`task_seed`, :func:`seeded_uniform` (one hash of a seed and an id).
 Running campaigns
     :func:`run`, :func:`resume`, :func:`open_campaign`, :class:`RunSummary`,
-    :class:`CampaignRecords`, :class:`SpecError`, :class:`CampaignError`.
+    :class:`CampaignRecords`, :class:`SpecError`, :class:`CampaignError`, and
+    :func:`write_report`, a campaign's figures and HTML page (``mummi-like report``).
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ if TYPE_CHECKING:
     from mummi_like.campaign.control import CampaignError
     from mummi_like.campaign.policy import DependencyPolicy, Policy
     from mummi_like.files import atomic_write, atomic_write_text
-    from mummi_like.report import ReportSection
+    from mummi_like.report import ReportSection, write_report
     from mummi_like.scale import DoneTask, Feedback, PromotedFrame, Scale, ScaleContext
     from mummi_like.seeding import seeded_uniform, task_seed
     from mummi_like.selection import Selector, SelectorConfig, SelectorContext, TrainingTask, name_frames
@@ -108,6 +109,7 @@ _EXPORTS: dict[str, str] = {
     "open_campaign": "mummi_like.api",
     "RunSummary": "mummi_like.api",
     "CampaignRecords": "mummi_like.api",
+    "write_report": "mummi_like.report",
     "SpecError": "mummi_like.spec",
     "CampaignError": "mummi_like.campaign.control",
 }
