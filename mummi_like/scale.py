@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, ClassVar
 
 from pydantic import JsonValue
 
-from mummi_like.tasks import StrictModel, TaskResult, TaskSpec
+from mummi_like.tasks import ConfigKey, Resources, StrictModel, TaskResult, TaskSpec, declared_resources
 
 if TYPE_CHECKING:
     import numpy as np
@@ -84,6 +84,21 @@ class Scale(abc.ABC):
     def __init__(self, config: StrictModel, context: ScaleContext) -> None:
         self.config = config
         self.context = context
+
+    @classmethod
+    def resource_requests(cls, config: StrictModel) -> dict[ConfigKey, Resources]:
+        """What this scale's tasks will reserve, by the key of ``config`` that says so.
+
+        ``mummi-like validate`` (and every run, before it makes a task) checks
+        each request against what the spec's backend declares it has, so a task
+        that could never start is refused at its YAML path instead of failing
+        at run time. Read from the config alone, since making the tasks may
+        write files or read a large input. By default every
+        :class:`~mummi_like.tasks.Resources` the config holds (its
+        ``resources``, say); a scale that sizes its tasks otherwise (from a
+        ``cores_per_replica`` number) overrides this.
+        """
+        return declared_resources(config)
 
     @abc.abstractmethod
     def tasks(self) -> list[TaskSpec]:

@@ -37,7 +37,7 @@ import numpy as np
 from pydantic import Field
 
 from mummi_like.store import CandidateRow, Store
-from mummi_like.tasks import CallablePayload, Resources, StrictModel
+from mummi_like.tasks import CallablePayload, ConfigKey, Resources, StrictModel, declared_resources
 
 VECTOR_DTYPE = np.dtype("<f4")
 """How the pool keeps a frame's vector, in memory and in the store: half the bytes of float64 and ample for scoring."""
@@ -357,6 +357,19 @@ class Selector(abc.ABC):
     def retrain_due(self) -> bool:
         """Whether the selector wants a new model now; never, for a selector without one."""
         return False
+
+    @classmethod
+    def resource_requests(cls, config: SelectorConfig) -> dict[ConfigKey, Resources]:
+        """What this selector's training tasks will reserve, by the key of ``config`` that says so.
+
+        ``mummi-like validate`` checks each against what the spec's backend
+        declares it has, so a training that could never start is refused at its
+        YAML path before the campaign runs, not when the first retraining is
+        due. By default every :class:`~mummi_like.tasks.Resources` the config
+        holds; a selector that sizes its training otherwise (the CVAE's
+        ``train_cores``) overrides this, and one without training has none.
+        """
+        return declared_resources(config)
 
     def training_task(self, workdir: str) -> TrainingTask | None:
         """The retraining as a task whose model goes under ``workdir``; ``None`` for a selector without a model.

@@ -85,6 +85,38 @@ class Resources(StrictModel):
         return self
 
 
+ConfigKey = tuple[str | int, ...]
+"""Where a value sits in a plugin's config: keys and list indices from the top of its ``config:`` block."""
+
+
+def declared_resources(config: BaseModel) -> dict[ConfigKey, Resources]:
+    """Every :class:`Resources` inside ``config``, by where it sits: ``{("resources",): ...}``, say.
+
+    What a plugin's tasks will reserve, read from its validated config without
+    making a task (which may write files or read a whole library), so that
+    ``mummi-like validate`` can refuse a request no backend of the spec could
+    ever satisfy instead of the campaign failing the task at run time. Keys are
+    the YAML keys (field aliases where a model declares them).
+    """
+    found: dict[ConfigKey, Resources] = {}
+
+    def visit(value: Any, key: ConfigKey) -> None:
+        if isinstance(value, Resources):
+            found[key] = value
+        elif isinstance(value, BaseModel):
+            for name, info in type(value).model_fields.items():
+                visit(getattr(value, name), (*key, info.alias or name))
+        elif isinstance(value, list | tuple):
+            for index, item in enumerate(value):
+                visit(item, (*key, index))
+        elif isinstance(value, dict):
+            for part, item in value.items():
+                visit(item, (*key, part if isinstance(part, str | int) else str(part)))
+
+    visit(config, ())
+    return found
+
+
 class RetryPolicy(StrictModel):
     """Which failures are worth another attempt, and how many attempts to spend."""
 

@@ -8,6 +8,7 @@ built-in ``command`` and ``function`` scales appear in listings by name.
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -436,6 +437,55 @@ def test_a_selector_config_is_validated_even_when_another_key_of_its_coupling_is
         ("couplings[1].feature", 8),
         ("couplings[1].config.pool_size", 8),
     ]
+
+
+# --- resource requests against the backend ----------------------------------------------------------------------
+
+
+def test_resource_requests_over_the_declared_backend_capacity_fail_validation() -> None:
+    """Refused at validation, at the request's path, as the backend would refuse each of these tasks at run time."""
+    text = (
+        "name: demo\nbackend: {plugin: local, config: {cores: 2, gpus: []}}\npolicy: {plugin: tiny-policy}\nscales:\n"
+        "  - {name: a, plugin: tiny, config: {argv: [x], resources: {cores: 4}}}\n"
+        "  - {name: b, plugin: tiny, config: {argv: [x], resources: {cores: 2}}}\n"
+        "  - {name: c, plugin: tiny, config: {argv: [x], resources: {gpus: 1}}}\n"
+    )
+    found = problems(text)
+    assert [(path, line) for path, line, *_ in found] == [("scales[0].config.resources", 5),
+                                                          ("scales[2].config.resources", 7)]
+    _, _, message, hint = found[0]
+    assert message == ("asks for 4 cores (at most 2 on 1 node(s)), more than the backend has (1 node of 2 cores and "
+                       "0 GPUs): these tasks could never start")
+    assert hint is not None and hint.startswith("lower the request, or") and "`backend: {config: ...}`" in hint
+    assert found[1][2].startswith("asks for 1 GPUs (at most 0 on 1 node(s)), more than the backend has")
+
+
+def test_without_declared_cores_the_local_backend_has_the_cores_of_this_machine() -> None:
+    cores = len(os.sched_getaffinity(0))
+    text = (
+        "name: demo\nbackend: {config: {gpus: []}}\nscales:\n"
+        f"  - {{name: a, plugin: tiny, config: {{argv: [x], resources: {{cores: {cores + 1}}}}}}}\n"
+    )
+    path, _, message, _ = one_problem(text)
+    assert path == "scales[0].config.resources"
+    assert f"more than the backend has (1 node of {cores} cores and 0 GPUs)" in message
+    assert load_spec_text(text.replace(f"cores: {cores + 1}", f"cores: {cores}"), Path("spec.yaml"))
+
+
+def test_a_backend_that_knows_its_capacity_only_once_started_checks_nothing_at_validation() -> None:
+    text = HEAD + "scales:\n  - {name: a, plugin: tiny, config: {argv: [x], resources: {cores: 100000, gpus: 64}}}\n"
+    assert load_spec_text(text, Path("spec.yaml")).scales[0].config.resources.cores == 100_000
+
+
+def test_a_selector_training_over_the_backend_capacity_fails_validation() -> None:
+    pytest.importorskip("torch", reason="the CVAE selector needs torch")
+    text = (
+        "name: demo\nbackend: {config: {cores: 2, gpus: []}}\nscales:\n  - {name: a, plugin: tiny, config: {argv: [x]}}\n"
+        "couplings:\n  - {source: a, target: a, selector: cvae-outliers, feature: m, config: {train_cores: 8}}\n"
+    )
+    path, line, message, _ = one_problem(text)
+    assert (path, line) == ("couplings[0].config.train_cores", 6)
+    assert message.startswith("asks for 8 cores (at most 2 on 1 node(s)), more than the backend has")
 
 
 # --- expansion ------------------------------------------------------------------------------------------------

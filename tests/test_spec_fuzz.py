@@ -641,13 +641,15 @@ def test_huge_numbers_run_or_fail_their_task_clearly(sandbox: Path) -> None:
                  "config": {"argv": ["true"], "priority": huge, "parameters": {"p": [huge, math.inf, math.nan]}}},
                 {"name": "endless", "plugin": "command",
                  "config": {"argv": ["true"], "resources": {"walltime": math.inf}}},
-                {"name": "greedy", "plugin": "command",
-                 "config": {"argv": ["true"], "resources": {"cores": MAX_COUNT}}},
             ]}
+    greedy = {"name": "greedy", "plugin": "command", "config": {"argv": ["true"], "resources": {"cores": MAX_COUNT}}}
+    refused = outcome(dump({**spec, "scales": [*spec["scales"], greedy]}), sandbox / "project" / "spec.yaml")
+    assert isinstance(refused, SpecError)  # more than the backend's 2 cores: refused at validation, not at run time
+    [issue] = refused.issues
+    assert issue.path == "scales[2].config.resources"
+    assert issue.message.startswith(f"asks for {MAX_COUNT} cores (at most 2 on 1 node(s)), more than the backend has")
     summary = Campaign.from_text(dump(spec), sandbox / "project" / "spec.yaml", sandbox / "runs" / "huge").run()
-    assert summary.counts == {"first": {"done": 3}, "endless": {"done": 1}, "greedy": {"failed": 1}}
-    [(task, reason)] = summary.failures
-    assert task == "greedy.0" and f"asks for {MAX_COUNT} cores (at most 2 on 1 node(s))" in reason
+    assert summary.counts == {"first": {"done": 3}, "endless": {"done": 1}}
 
 
 @pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux's /proc, where no folder can be made")

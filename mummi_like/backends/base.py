@@ -72,6 +72,11 @@ class Capacity(BaseModel):
                             f"on {resources.nodes} node(s))")
         return "; ".join(problems) or None
 
+    def __str__(self) -> str:
+        nodes = f"{self.nodes} node{'s' if self.nodes != 1 else ''}"
+        gpus = f"{self.gpus_per_node} GPU{'s' if self.gpus_per_node != 1 else ''}"
+        return f"{nodes} of {self.cores_per_node} cores and {gpus}{' each' if self.nodes != 1 else ''}"
+
 
 class BackendEvent(BaseModel):
     """Something that happened to a job: it started running, or it ended."""
@@ -100,6 +105,19 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     def capacity(self) -> Capacity:
         """The resources tasks share."""
+
+    @classmethod
+    def declared_capacity(cls, config: BackendConfig) -> Capacity | None:
+        """What a backend with ``config`` will have, known without starting it; ``None`` when only a started one knows.
+
+        ``mummi-like validate`` checks every resource request of the spec's
+        scales and selectors against it (:meth:`Capacity.refusal`, as
+        :meth:`check` does at submit), so a task that could never start is
+        refused at its YAML path before anything runs. ``None`` (the default)
+        skips that check: a Flux backend learns its resources from the instance
+        it runs in, which validation may not be inside.
+        """
+        return None
 
     def check(self, task: TaskSpec) -> None:
         """Raise :class:`UnsatisfiableRequest` when ``task`` can never run here."""

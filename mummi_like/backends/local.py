@@ -98,6 +98,16 @@ class LocalConfig(BackendConfig):
     max_bypass: int = Field(32, ge=0, description="Backfilled starts a waiting task tolerates before it reserves.")
 
 
+def usable_cores(config: LocalConfig) -> int:
+    """The cores tasks share: ``config.cores``, else the cores this process may run on."""
+    return config.cores or len(os.sched_getaffinity(0))
+
+
+def usable_gpus(config: LocalConfig) -> list[int]:
+    """The GPU indices tasks share: ``config.gpus``, else what :func:`detected_gpus` finds."""
+    return list(config.gpus) if config.gpus is not None else detected_gpus()
+
+
 @dataclass(eq=False)
 class _Worker:
     process: subprocess.Popen[bytes]
@@ -139,8 +149,8 @@ class LocalBackend(Backend):
     def __init__(self, config: BackendConfig, campaign_dir: Path, python_path: Any = ()) -> None:
         super().__init__(config, campaign_dir, python_path)
         self.campaign_dir = self.campaign_dir.resolve()
-        self._cores = self.config.cores or len(os.sched_getaffinity(0))
-        self._gpus = list(self.config.gpus) if self.config.gpus is not None else detected_gpus()
+        self._cores = usable_cores(self.config)
+        self._gpus = usable_gpus(self.config)
         self._free_cores = self._cores
         self._free_gpus = list(self._gpus)
         self._waiting: list[_Job] = []
@@ -169,6 +179,12 @@ class LocalBackend(Backend):
 
     def capacity(self) -> Capacity:
         return Capacity(nodes=1, cores_per_node=self._cores, gpus_per_node=len(self._gpus))
+
+    @classmethod
+    def declared_capacity(cls, config: BackendConfig) -> Capacity:
+        """This node as ``config`` gives it: its ``cores`` and ``gpus``, else what this process may use here."""
+        assert isinstance(config, LocalConfig)
+        return Capacity(nodes=1, cores_per_node=usable_cores(config), gpus_per_node=len(usable_gpus(config)))
 
     def active_jobs(self) -> int:
         return len(self._jobs)

@@ -175,6 +175,10 @@ class _Resolver:
             index: self._part(item, "scale", Scale, ("scales", index)) for index, item in enumerate(raw_scales)
         }
         policy_class, policy_config = self._part(self.data.get("policy", {}), "pipeline", None, ("policy",))
+        if backend_class is not None and backend_config is not None:
+            parts: dict[Loc, tuple[Any, Any]] = {("scales", index): part for index, part in resolved_scales.items()}
+            parts.update({("couplings", index): part for index, part in selectors.items()})
+            self._check_requests(backend_class, backend_config, parts)
 
         python_path = self._python_path(
             _valid(list[Path], self.data.get("python_path", [])) or [],
@@ -217,6 +221,37 @@ class _Resolver:
         if cls is None or not isinstance(config, dict):
             return cls, None
         return cls, self._config(cls, config, (*loc, "config"), required=kind != "pipeline", plugin_key=plugin_key)
+
+    def _check_requests(
+        self, backend: type[Backend], config: BackendConfig, parts: dict[Loc, tuple[Any, Any]]
+    ) -> None:
+        """Refuse, at its YAML path, each resource request of a scale or selector (its plugin's
+        ``resource_requests``) that the backend can never satisfy, as the backend would refuse the task at run time.
+
+        ``parts`` maps the location of each ``scales`` or ``couplings`` entry to
+        its plugin class and validated config (``None`` where invalid, already
+        reported). Nothing is checked against a backend that knows its capacity
+        only once started (``declared_capacity`` is ``None``).
+        """
+        capacity = backend.declared_capacity(config)
+        if capacity is None:
+            return
+        for loc, (plugin, plugin_config) in parts.items():
+            if plugin is None or plugin_config is None:
+                continue
+            for key, resources in plugin.resource_requests(plugin_config).items():
+                refusal = capacity.refusal(resources)
+                if refusal is not None:
+                    self.problems.append(
+                        Problem(
+                            (*loc, "config", *key),
+                            f"asks for {refusal}, more than the backend has ({capacity}): these tasks could never "
+                            "start",
+                            "lower the request, or, if the campaign runs where there is more, give the backend more "
+                            "in `backend: {config: ...}` (the local backend: cores, gpus; unset, they are what the "
+                            "machine reading this spec has)",
+                        )
+                    )
 
     def _validate(
         self, model: type[Model], value: Any, loc: Loc, context: dict[str, Any] | None = None

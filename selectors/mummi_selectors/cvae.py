@@ -70,6 +70,11 @@ class CvaeConfig(SelectorConfig):
     )
 
 
+def _training_resources(config: CvaeConfig) -> Resources:
+    """What each training task reserves: ``train_cores`` (torch's threads) for at most ``train_walltime``."""
+    return Resources(cores=config.train_cores, walltime=config.train_walltime)
+
+
 class ContactMapCVAE(nn.Module):
     """A small convolutional VAE for (h, w) maps: two convolutions, a dense layer, and their mirror image.
 
@@ -221,6 +226,12 @@ class CvaeOutlierSelector(Selector):
         """Whether ``retrain_every`` new frames arrived since the last training data was written."""
         return self.frames_seen - self._seen_at_training >= self.config.retrain_every
 
+    @classmethod
+    def resource_requests(cls, config: SelectorConfig) -> dict[tuple[str | int, ...], Resources]:
+        """Each training task's reservation, which ``train_cores`` sizes (validate checks it against the backend)."""
+        assert isinstance(config, CvaeConfig)
+        return {("train_cores",): _training_resources(config)}
+
     def training_task(self, workdir: str) -> TrainingTask:
         """Write the maps held (waiting and promoted) as training data and describe their training.
 
@@ -253,8 +264,7 @@ class CvaeOutlierSelector(Selector):
             "learning_rate": config.learning_rate,
             "kl_weight": config.kl_weight,
         }
-        resources = Resources(cores=config.train_cores, walltime=config.train_walltime)
-        return TrainingTask(TRAIN_FUNCTION, kwargs, resources, str(model_path))
+        return TrainingTask(TRAIN_FUNCTION, kwargs, _training_resources(config), str(model_path))
 
     def load_model(self, path: str) -> None:
         """Swap in the model a training task wrote and rescore the pool with it.
