@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import yaml
 from rich.console import Console
@@ -24,6 +27,9 @@ from mummi_like.campaign.progress import JsonReporter, Reporter, RichReporter, S
 from mummi_like.store import Store, StoreError
 from mummi_like.tasks import TaskState
 from mummi_like.telemetry import store_capacity, store_recent_utilization
+
+if TYPE_CHECKING:
+    from mummi_like.plugins import PluginDoc
 
 # The commands that run or build a campaign import the loop, the spec, plugins and submission where they need
 # them: `status` and `cancel` through a live coordinator must not pay for numpy, h5py and every backend.
@@ -256,9 +262,13 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_plugins(args: argparse.Namespace) -> int:
-    """List the installed scales, selectors, backends and pipelines."""
+    """List the installed scales, selectors, backends and pipelines, or describe one of them and its config keys."""
     from mummi_like import plugins
 
+    if args.name is not None:
+        width = min(100, shutil.get_terminal_size().columns)
+        print("\n\n".join(plugin_text(doc, width) for doc in plugins.find(args.name)))
+        return EXIT_OK
     console = Console()
     for kind in plugins.GROUPS:
         infos = plugins.describe(kind)
@@ -268,6 +278,46 @@ def cmd_plugins(args: argparse.Namespace) -> int:
         for info in infos:
             console.print(f"  {info.name:<12} {info.summary}", highlight=False)
     return EXIT_OK
+
+
+def plugin_text(doc: PluginDoc, width: int = 100) -> str:
+    """``mummi-like plugins NAME``: what the plugin is, then each config key with its type, default and description.
+
+    Plain text, not rich markup: keys such as ``sites[].name`` and docstrings
+    quoting TOML tables hold brackets that markup would swallow.
+    """
+    from mummi_like.plugins import GROUPS
+
+    lines = [f"{doc.name}: {doc.kind} plugin {doc.value} (group {GROUPS[doc.kind]!r})", ""]
+    lines += _rewrapped(doc.description, width)
+    if not doc.config_model:
+        lines += ["", f"config: {doc.name!r} declares no config_model, so no spec can configure it"]
+        return "\n".join(lines)
+    lines += ["", f"config keys ({doc.config_model}):"]
+    lines += _rewrapped(doc.config_description, width)
+    for key in doc.keys:
+        indent = "  " * (key.depth + 1)
+        # A default that is text reads "..." (JSON), so these two words never stand for a default value.
+        default = {"see below": "keys below", "required": "required"}.get(key.default, f"default {key.default}")
+        lines += ["", f"{indent}{key.key}: {key.type}; {default}"]
+        if key.description:
+            lines += textwrap.wrap(key.description, width, initial_indent=indent + "    ",
+                                   subsequent_indent=indent + "    ")
+    return "\n".join(lines)
+
+
+def _rewrapped(text: str, width: int) -> list[str]:
+    """A docstring's lines, indented by two, paragraphs wrapped to ``width``; indented blocks and lists kept as
+    written, since rewrapping would run an example's lines together."""
+    lines: list[str] = []
+    for block in text.split("\n\n"):
+        if lines:
+            lines.append("")
+        if any(line.startswith((" ", "-", "*")) for line in block.splitlines()):
+            lines += [f"  {line}" for line in block.splitlines()]
+        else:
+            lines += textwrap.wrap(" ".join(block.split()), width - 2, initial_indent="  ", subsequent_indent="  ")
+    return lines
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -325,7 +375,8 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument("spec", type=Path)
     validate.set_defaults(handler=cmd_validate)
 
-    plugin_list = commands.add_parser("plugins", help="list installed plugins")
+    plugin_list = commands.add_parser("plugins", help="list installed plugins, or describe one and its config keys")
+    plugin_list.add_argument("name", nargs="?", help="a plugin's name: print its description and config keys")
     plugin_list.set_defaults(handler=cmd_plugins)
     return parser
 
@@ -345,7 +396,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         if isinstance(error, SpecError):
             print(error, file=sys.stderr)
-        elif isinstance(error, BackendUnavailable | batch_scripts.SubmitError | plugins.UnknownPlugin):
+        elif isinstance(error, BackendUnavailable | batch_scripts.SubmitError | plugins.UnknownPlugin
+                        | plugins.PluginLoadError):
             print(f"mummi-like {args.command}: {error}", file=sys.stderr)
         else:
             raise

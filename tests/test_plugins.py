@@ -8,12 +8,16 @@ finds exactly as it finds a user's plugin package.
 
 from __future__ import annotations
 
+import enum
 from pathlib import Path
+from typing import Annotated, Literal
 
 import pytest
+from pydantic import Field
 
-from mummi_like import plugins
+from mummi_like import cli, plugins
 from mummi_like.scale import Scale
+from mummi_like.tasks import Resources, StrictModel
 
 SITE = Path(__file__).parent / "data" / "specs" / "site"
 
@@ -116,3 +120,132 @@ def test_describe_lists_docstrings_and_broken_plugins_without_crashing(fixture_p
 
 def test_fixture_plugins_are_gone_after_the_test_that_installed_them() -> None:
     assert "tiny" not in plugins.installed("scale")
+
+
+# -- a plugin's description and config keys: `mummi-like plugins NAME` and the guide's generated page -------------
+
+
+class Colour(enum.Enum):
+    RED = "red"
+    BLUE = "blue"
+
+
+class Site(StrictModel):
+    """A nested model reached through a list and a mapping."""
+
+    name: str = Field(description="The site's name.")
+    weight: float = Field(1.0, gt=0, le=10, description="How much it counts.")
+
+
+class Tree(StrictModel):
+    """A model that holds itself, which must not expand for ever."""
+
+    child: Tree | None = Field(None, description="Another tree.")
+
+
+class KitchenSinkConfig(StrictModel):
+    """Every kind of field a plugin's config may declare."""
+
+    resources: Resources = Field(default_factory=lambda: Resources(cores=2), description="What each task reserves.")
+    sites: list[Site] = Field(default_factory=list, description="The sites, in order.")
+    weights: dict[str, Site] = Field(default_factory=dict, description="Sites by key.")
+    mode: Literal["fast", "exact"] = Field("fast", description="How.")
+    colour: Colour = Field(Colour.RED, description="An enum.")
+    out: Path = Field(Path("out"), description="A path.")
+    cutoff: float | None = Field(None, gt=0, description="Optional and bounded.")
+    tags: Annotated[list[str], Field(min_length=1)] = Field(description="Required and non-empty.")
+    tree: Tree = Field(default_factory=Tree, description="Self-referencing.")
+
+
+def test_config_keys_give_type_default_and_description_with_nested_models_expanded() -> None:
+    rows = {row.key: row for row in plugins.config_keys(KitchenSinkConfig)}
+    assert rows["resources"] == plugins.ConfigKeyDoc("resources", "Resources", "see below", "What each task reserves.",
+                                                     0)
+    # The nested defaults are those of the instance the field defaults to (2 cores), not of Resources (1).
+    assert rows["resources.cores"] == plugins.ConfigKeyDoc(
+        "resources.cores", "int >= 1, <= 2147483647", "2", "CPU cores reserved in total, over all ranks.", 1)
+    assert rows["resources.walltime"].type == "(float | null) > 0"
+    assert rows["sites"].type == "list[Site]" and rows["sites"].default == "see below"
+    assert (rows["sites[].name"].default, rows["sites[].name"].depth) == ("required", 1)
+    assert rows["sites[].weight"].type == "float > 0, <= 10" and rows["sites[].weight"].default == "1.0"
+    assert rows["weights.<key>.weight"].description == "How much it counts."
+    assert (rows["mode"].type, rows["mode"].default) == ("'fast' | 'exact'", '"fast"')
+    assert (rows["colour"].type, rows["colour"].default) == ("'red' | 'blue'", '"red"')
+    assert (rows["out"].type, rows["out"].default) == ("path", '"out"')
+    assert (rows["cutoff"].type, rows["cutoff"].default) == ("(float | null) > 0", "null")
+    assert (rows["tags"].type, rows["tags"].default) == ("list[str] length >= 1", "required")
+    assert [key for key in rows if key.startswith("tree")] == ["tree", "tree.child"]
+    assert list(rows)[:3] == ["resources", "resources.nodes", "resources.ranks"]  # parent first, then its keys
+
+
+def test_document_reads_the_plugin_class_and_its_config_model(fixture_plugins: None) -> None:
+    doc = plugins.document("scale", "tiny")
+    assert (doc.kind, doc.name, doc.value) == ("scale", "tiny", "mummi_spec_fixtures:TinyScale")
+    assert (doc.summary, doc.config_model, doc.config_description) == (
+        "A scale that makes no tasks.", "TinyConfig", "Config of :class:`TinyScale`.")
+    assert [row.key for row in doc.keys] == [
+        "argv", "cores", "resources", "resources.nodes", "resources.ranks", "resources.cores", "resources.gpus",
+        "resources.walltime",
+    ]
+    assert doc.keys[0] == plugins.ConfigKeyDoc("argv", "list[str]", "required", "Program and arguments.", 0)
+    without = plugins.document("scale", "no-config")
+    assert (without.config_model, without.keys) == ("", ())
+
+
+def test_every_installed_plugin_documents_every_config_key() -> None:
+    """What `mummi-like plugins NAME` and the guide show: every key of every built-in plugin has a description."""
+    for kind in plugins.GROUPS:
+        for name in plugins.installed(kind):
+            doc = plugins.document(kind, name)
+            assert doc.summary, f"{kind} {name!r} has no docstring"
+            assert doc.config_model, f"{kind} {name!r} has no config_model"
+            undocumented = [row.key for row in doc.keys if not row.description]
+            assert not undocumented, f"{kind} {name!r}: config keys without a description: {undocumented}"
+
+
+def test_find_looks_in_every_kind_and_suggests_the_nearest_name_of_any_kind() -> None:
+    [doc] = plugins.find("novelty")
+    assert (doc.kind, doc.config_model) == ("selector", "NoveltyConfig")
+    assert [row.key for row in doc.keys] == ["pool_size", "min_samples", "latent_dim"]
+    with pytest.raises(plugins.UnknownPlugin) as caught:
+        plugins.find("novelt")
+    error = caught.value
+    assert (error.kind, error.nearest) == (None, "novelty")
+    assert {"novelty", "chain-md", "local", "dag"} <= set(error.installed)
+    assert str(error).startswith("no installed plugin is named 'novelt'; did you mean 'novelty'? installed plugins: ")
+    assert str(error).endswith("`mummi-like plugins` lists them by kind")
+
+
+def test_cli_plugins_name_prints_description_and_every_key(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["plugins", "chain-md"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("chain-md: scale plugin mummi_scales.generic.chain_md:ChainMDScale "
+                          "(group 'mummi_like.scales')\n")
+    assert "  Langevin dynamics of a folding bead-spring chain" in out
+    assert "config keys (ChainMDConfig):" in out
+    assert "\n  beads: int >= 3; default 24\n      Beads of the chain (residues of the toy protein).\n" in out
+    assert "\n  platform: 'CPU' | 'Reference'; default \"CPU\"\n" in out
+    assert "\n  resources: Resources; keys below\n" in out
+    assert "\n    resources.cores: int >= 1, <= 2147483647; default 1\n" in out
+    for row in plugins.document("scale", "chain-md").keys:
+        assert f" {row.key}: " in out
+
+
+def test_cli_plugins_name_of_a_plugin_without_config_and_a_broken_one(
+        fixture_plugins: None, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["plugins", "no-config"]) == 0
+    assert "config: 'no-config' declares no config_model, so no spec can configure it" in capsys.readouterr().out
+    assert cli.main(["plugins", "broken"]) == 2
+    assert capsys.readouterr().err == (
+        "mummi-like plugins: scale plugin 'broken' (mummi_spec_fixtures_broken:BrokenScale) failed to load: "
+        "ModuleNotFoundError: No module named 'mummi_spec_fixtures_missing_dependency'\n"
+    )
+
+
+def test_cli_plugins_unknown_name_exits_2_with_did_you_mean(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["plugins", "chain_md"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.startswith("mummi-like plugins: no installed plugin is named 'chain_md'; did you mean "
+                                   "'chain-md'?")
+    assert "Traceback" not in captured.err
