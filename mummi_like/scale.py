@@ -39,10 +39,11 @@ class ScaleContext:
 class PromotedFrame:
     """A streamed frame that a coupling's selector chose for the finer scale."""
 
-    frame_id: str = field(metadata={"doc": "`<stream file>:<frame index>`, the frame's identity."})
+    frame_id: str = field(metadata={
+        "doc": "`<stream file>:<frame index>`, the frame's identity; the file relative to the campaign directory."})
     coupling: str = field(metadata={"doc": "The coupling that promoted it."})
     source_task: str = field(metadata={"doc": "Id of the task that wrote the stream."})
-    file: Path = field(metadata={"doc": "The H5MD stream."})
+    file: Path = field(metadata={"doc": "The H5MD stream, absolute: where the campaign directory is now."})
     index: int = field(metadata={"doc": "Frame number within the stream."})
     step: int = field(metadata={"doc": "Integration step of the frame."})
     time: float = field(metadata={"doc": "Simulation time of the frame (ps)."})

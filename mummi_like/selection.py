@@ -303,7 +303,8 @@ class Selector(abc.ABC):
         Parameters
         ----------
         ids
-            One id per frame, e.g. ``"<file>:<frame>"``.
+            One id per frame; a coupling gives ``"<stream file>:<frame index>"``, the file relative to the
+            campaign directory.
         features
             The frames' features, first axis = frame (a vector or a map per frame).
 

@@ -27,6 +27,14 @@ or it has a bug) stop the campaign with a :class:`CouplingError` instead of
 killing the coordinator or waiting forever: the store is left consistent and
 the command-line tools exit as for bad input.
 
+A frame's id is ``<stream file>:<frame index>`` with the file relative to the
+campaign directory (``tasks/coarse/coarse.0/trajectory.h5md:12``), and so are
+the stream positions the coupling saves: a campaign directory moved or copied
+elsewhere resumes there with its pool and promotions, reading its frames where
+it now is. A campaign begun before ids were relative has its absolute ids of
+streams inside it converted when a coordinator opens it; ids outside it (a
+campaign moved before it was resumed with relative ids) stay as they are.
+
 Restart: the selector writes its pool through to the store; the tailer's
 position in every stream is saved after the frames it delivered are committed,
 so a restarted coordinator re-reads at most a few frames, which the selector's
@@ -35,6 +43,7 @@ pool ignores as already seen.
 
 from __future__ import annotations
 
+import os
 import time
 import traceback
 from dataclasses import dataclass
@@ -78,6 +87,17 @@ class RoundResult:
     new_tasks: list[TaskSpec]
 
 
+def relative_to_campaign(directory: Path, name: str) -> str:
+    """``name``, a path or a frame id (which begins with its stream's path), relative to the campaign ``directory``
+    (absolute, as :func:`os.path.abspath` gives it) when it lies inside, else unchanged.
+
+    How frame ids and saved stream positions name a stream file; also converts
+    the absolute ones of campaigns begun before they were relative.
+    """
+    inside = os.path.join(directory, "")
+    return name[len(inside):] if name.startswith(inside) else name
+
+
 class Coupling:
     """One coupling's state in the loop: its tailer, its selector and its promotion budget."""
 
@@ -88,11 +108,12 @@ class Coupling:
         self.selector = selector
         self.source = source
         self.target = target
-        self.directory = directory
+        self.directory = Path(os.path.abspath(directory))
         self.store = store
-        self.tailer = StreamTailer(directory / "tasks" / spec.source, pattern=spec.stream,
-                                   observables=[spec.feature], positions=False)
-        self.tailer.restore(store.get_meta(STREAM_STATE.format(name=self.name), {}))
+        self.streams = self.directory / "tasks" / spec.source
+        self.tailer = StreamTailer(self.streams, pattern=spec.stream, observables=[spec.feature], positions=False)
+        saved = store.get_meta(STREAM_STATE.format(name=self.name), {})
+        self.tailer.restore({os.path.join(self.directory, name): position for name, position in saved.items()})
         self.promoted = 0
         self.live: set[str] = set()  # promoted tasks not final yet: what max_in_flight counts
         self.trainings = 0
@@ -102,7 +123,8 @@ class Coupling:
     @classmethod
     def build(cls, spec: CouplingSpec, selector_class: type[Selector], config: Any, scales: dict[str, Scale],
               directory: Path, store: Store) -> Coupling:
-        """A coupling whose selector restores what the store holds for it."""
+        """A coupling whose selector restores what the store holds for it (with relative frame ids)."""
+        _relative_candidate_ids(store, spec.label, Path(os.path.abspath(directory)))
         selector = selector_class(config, SelectorContext(name=spec.label, campaign_dir=directory, seed=spec.seed,
                                                           store=store))
         return cls(spec, selector, scales[spec.source], scales[spec.target], directory, store)
@@ -144,28 +166,54 @@ class Coupling:
         try:
             frames = self.tailer.poll(max_frames=self.spec.max_frames_per_round, rescan=final)
         except UnknownObservable as error:
+            available = ", ".join(map(repr, error.available)) or "none"
             self._fail(
                 f"coupling {self.name!r}: its feature {self.spec.feature!r} is not an observable of the stream "
-                f"{error.path}, which has {', '.join(map(repr, error.available)) or 'none'}; a stream's observables "
+                f"{self.relative(error.path)} (in {self.directory}), which has {available}; a stream's observables "
                 "are fixed when it is written, so waiting cannot bring it: change `feature:` in the coupling to "
                 "one of them and run the spec again (`resume` continues with the spec the campaign began with)",
                 error)
         features = [self.feature(frame) for frame in frames]
         finite = [bool(np.isfinite(feature).all()) for feature in features]
-        rejected = [f"{frame.file}:{frame.index}" for frame, ok in zip(frames, finite, strict=True) if not ok]
+        rejected = [self.frame_id(frame) for frame, ok in zip(frames, finite, strict=True) if not ok]
         if rejected:
             self.store.log_event(events.FRAMES_REJECTED, time.time(), coupling=self.name, frames=rejected[:20],
                                  count=len(rejected), reason=f"non-finite values in {self.spec.feature!r}")
         if any(finite):
-            self._ingest([f"{frame.file}:{frame.index}" for frame, ok in zip(frames, finite, strict=True) if ok],
+            self._ingest([self.frame_id(frame) for frame, ok in zip(frames, finite, strict=True) if ok],
                          np.stack([feature for feature, ok in zip(features, finite, strict=True) if ok]))
         if frames:
             # The tailer's position is saved only once the frames it delivered are committed.
             self.store.flush()
             crash_point("coupling.ingest")
-            self.store.set_meta(STREAM_STATE.format(name=self.name), self.tailer.state())
+            self.store.set_meta(STREAM_STATE.format(name=self.name),
+                                {self.relative(name): position for name, position in self.tailer.state().items()})
         new_tasks = [*self._training(), *self._promotions()]
         return RoundResult(len(frames), len(rejected), new_tasks)
+
+    def relative(self, path: str | os.PathLike[str]) -> str:
+        """A stream file as frame ids and saved positions name it: relative to the campaign directory."""
+        return relative_to_campaign(self.directory, os.fspath(path))
+
+    def frame_id(self, frame: Frame) -> str:
+        """``<stream file relative to the campaign directory>:<frame index>``, the frame's identity."""
+        return f"{self.relative(frame.file)}:{frame.index}"
+
+    def locate(self, frame_id: str) -> tuple[Path, str, int]:
+        """Where the frame ``frame_id`` is now: its stream file (absolute), the source task that wrote it, its index.
+
+        Raises
+        ------
+        StreamError
+            When the id names a file outside the source scale's task folders (an
+            absolute id of a campaign moved before its ids were made relative).
+        """
+        name, _, index = frame_id.rpartition(":")
+        path = self.directory / name
+        if not path.is_relative_to(self.streams):
+            raise StreamError(path, f"lies outside {self.streams}, where the streams of scale "
+                                    f"{self.spec.source!r} are: the campaign was moved since this frame was scored")
+        return path, path.relative_to(self.streams).parts[0], int(index)
 
     def feature(self, frame: Frame) -> np.ndarray:
         """The coupling's feature of ``frame`` as the selector receives it: a scalar as a one-element vector."""
@@ -222,16 +270,15 @@ class Coupling:
             room = min(room, self.spec.max_total - self.promoted)
         tasks = []
         for frame_id, score in self.selector.select(max(0, room)):
-            path, _, index = frame_id.rpartition(":")
             try:
-                frame = read_frame(Path(path), int(index))
+                path, source_task, index = self.locate(frame_id)
+                frame = read_frame(path, index)
             except (StreamError, IndexError) as error:
                 # The file went bad since its frame was scored (truncated, replaced): that candidate is lost, the
                 # campaign is not. The selector has marked it selected, so it is not offered again.
                 self.store.log_event(events.FRAMES_REJECTED, time.time(), coupling=self.name, frames=[frame_id],
                                      count=1, reason=f"cannot promote it, its stream is unreadable: {error}")
                 continue
-            source_task = Path(path).relative_to(self.directory / "tasks" / self.spec.source).parts[0]
             promoted = PromotedFrame(
                 frame_id=frame_id, coupling=self.name, source_task=source_task, file=frame.file,
                 index=frame.index, step=frame.step, time=frame.time, score=score,
@@ -248,9 +295,23 @@ class Coupling:
 
     def feedback(self, task: TaskSpec, result: TaskResult) -> list[TaskSpec]:
         """A promoted task is done: tell the selector its result, and let the source scale act on it."""
-        frame_id = task.labels[PROMOTED_LABEL]
+        frame_id = relative_to_campaign(self.directory, task.labels[PROMOTED_LABEL])  # absolute in older campaigns
         self.selector.feedback(frame_id, result.value)
         return self.source.on_feedback(Feedback(self.name, frame_id, task, result, self.directory / task.workdir))
 
     def close(self) -> None:
         self.tailer.close()
+
+
+def _relative_candidate_ids(store: Store, selector: str, directory: Path) -> None:
+    """Rename the stored candidates of ``selector`` whose ids name a stream inside ``directory`` by an absolute path
+    (written before frame ids were relative) to relative ids, keeping their order, scores and vectors.
+
+    Committed at once, so that the selector about to restore its pool reads them renamed.
+    """
+    renamed = [(row, relative_to_campaign(directory, row.id)) for row in store.load_candidates(selector)]
+    renamed = [(row, new) for row, new in renamed if new != row.id]
+    if renamed:
+        store.drop_candidates(selector, [row.id for row, _ in renamed])
+        store.save_candidates(selector, [row._replace(id=new) for row, new in renamed])
+        store.flush()

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import signal
+import subprocess
+import sys
 import textwrap
+import time
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +28,7 @@ from mummi_like.campaign.progress import Reporter
 from mummi_like.cli import status_report
 from mummi_like.scale import ScaleContext
 from mummi_like.spec import CouplingSpec
-from mummi_like.store import Store
+from mummi_like.store import CandidateRow, Store
 from mummi_like.streams import H5MDWriter
 from mummi_like.streams.tailer import read_frame
 from mummi_like.tasks import TaskState
@@ -80,8 +86,8 @@ def test_fine_tasks_start_from_exactly_the_promoted_frames(campaign_dir: Path) -
     for record in fine:
         assert record.spec.labels[COUPLING_LABEL] == "coarse-to-fine"
         file, _, index = record.spec.labels[PROMOTED_LABEL].rpartition(":")
-        assert Path(file).is_relative_to(campaign_dir / "tasks" / "coarse")
-        promoted = read_frame(Path(file), int(index))
+        assert Path(file).parts[:2] == ("tasks", "coarse"), "relative to the campaign directory"
+        promoted = read_frame(campaign_dir / file, int(index))
         start = np.load(campaign_dir / record.spec.workdir / "start.npz")
         np.testing.assert_array_equal(start["positions"], promoted.positions)
         sources.add(record.spec.labels[PROMOTED_LABEL])
@@ -136,9 +142,10 @@ def test_a_frame_whose_stream_went_bad_before_its_promotion_is_logged_and_skippe
         store.flush()
         rejected = [data for _, _, _, data in store.events(kind=events.FRAMES_REJECTED)]
         coupling.close()
-    good = tmp_path / "tasks" / "coarse" / "good" / "trajectory.h5md"
-    assert sorted(task.labels[PROMOTED_LABEL] for task in promoted) == [f"{good}:{index}" for index in range(3)]
-    assert sorted(event["frames"][0] for event in rejected) == [f"{bad}:{index}" for index in range(3)]
+    assert sorted(task.labels[PROMOTED_LABEL] for task in promoted) == [
+        f"tasks/coarse/good/trajectory.h5md:{index}" for index in range(3)]
+    assert sorted(event["frames"][0] for event in rejected) == [
+        f"tasks/coarse/bad/trajectory.h5md:{index}" for index in range(3)]
     assert all(event["reason"].startswith(f"cannot promote it, its stream is unreadable: {bad}: it is truncated: ")
                for event in rejected)
     assert coupling.promoted == 3 and len(coupling.live) == 3
@@ -150,7 +157,7 @@ backend: {{config: {{cores: 2}}}}
 scales:
   - name: coarse
     plugin: chain-md
-    config: {{replicas: 1, beads: 8, temperature: 450.0, timestep: 0.03, friction: 5.0, steps: 800,
+    config: {{replicas: 1, beads: 8, temperature: 450.0, timestep: 0.03, friction: 5.0, steps: {steps},
              report_interval: 100, platform: Reference}}
   - name: fine
     plugin: chain-md
@@ -160,17 +167,19 @@ couplings:
     target: fine
     selector: {selector}
     feature: {feature}
-    max_total: 2
+    max_total: {max_total}
     interval: 0.1
     config: {config}
 """
 """A one-replica chain-md coupling that runs in about a second, with the selector and feature left open."""
 
 
-def small_spec(folder: Path, feature: str, selector: str = "novelty", config: str = "{min_samples: 0}") -> Path:
+def small_spec(folder: Path, feature: str, selector: str = "novelty", config: str = "{min_samples: 0}",
+               steps: int = 800, max_total: int = 2) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     spec = folder / "campaign.yaml"
-    spec.write_text(SMALL_SPEC.format(feature=feature, selector=selector, config=config))
+    spec.write_text(SMALL_SPEC.format(feature=feature, selector=selector, config=config, steps=steps,
+                                      max_total=max_total))
     return spec
 
 
@@ -261,9 +270,8 @@ def test_a_feature_the_streams_lack_stops_the_campaign_at_the_first_frame_with_e
     assert cli.main(["run", str(spec), "--dir", str(directory), "--quiet"]) == cli.EXIT_BAD_INPUT
     error = capsys.readouterr().err
     assert "Traceback" not in error and "not readable yet" not in error
-    stream = directory / "tasks" / "coarse" / "coarse.0" / "trajectory.h5md"
     assert (f"mummi-like run: coupling 'coarse-to-fine': its feature 'contact_mapp' is not an observable of the "
-            f"stream {stream}, which has 'contact_map', 'end_to_end', 'radius_of_gyration'; a stream's observables "
+            f"stream tasks/coarse/coarse.0/trajectory.h5md (in {directory}), which has 'contact_map', 'end_to_end', 'radius_of_gyration'; a stream's observables "
             "are fixed when it is written, so waiting cannot bring it: change `feature:` in the coupling to one of "
             "them") in " ".join(error.split())
     assert_stopped_resumably(directory)
@@ -273,3 +281,106 @@ def test_a_feature_the_streams_lack_stops_the_campaign_at_the_first_frame_with_e
     assert cli.main(["resume", str(directory), "--quiet"]) == cli.EXIT_BAD_INPUT
     assert "its feature 'contact_mapp' is not an observable" in capsys.readouterr().err
     assert_stopped_resumably(directory)
+
+
+def test_a_campaign_directory_moved_mid_run_resumes_in_its_new_place_with_its_pool_and_promotions(
+    tmp_path: Path,
+) -> None:
+    """Stopped (SIGTERM) once its coarse task was done and a fine task ran, copied elsewhere and the original deleted:
+    the resumed campaign promotes no frame twice, scores no frame twice and reads every frame where it now is.
+
+    Stopped only after the coarse task, so that resume does not run it again: a rerun rewrites its stream, and the
+    frames scored from the first run that the rewritten file has not reached yet cannot be promoted (rejected).
+    """
+    spec = small_spec(tmp_path / "spec", feature="radius_of_gyration", steps=6000, max_total=6)
+    first, moved = tmp_path / "first", tmp_path / "elsewhere" / "moved"
+    process = subprocess.Popen([sys.executable, "-m", "mummi_like.cli", "run", str(spec), "--dir", str(first),
+                                "--quiet"], stderr=subprocess.PIPE, text=True,
+                               env={**os.environ, "OMP_NUM_THREADS": "1"})
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert process.poll() is None, f"the campaign ended before it was stopped: {process.stderr.read()}"
+            assert time.monotonic() < deadline, "the coarse task and a fine task were not done within 2 minutes"
+            if (first / Store.FILENAME).exists():
+                with Store.open(first, readonly=True) as store:
+                    counts = store.counts()
+                if counts.get("coarse") == {"done": 1} and counts.get("fine", {}).get("done", 0) >= 1:
+                    break
+            time.sleep(0.05)
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=60) == cli.EXIT_STOPPED, process.stderr.read()
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    with Store.open(first, readonly=True) as store:
+        pool_before = store.load_candidates("coarse-to-fine")
+        promoted_before = {r.id: r.spec.labels[PROMOTED_LABEL] for r in store.tasks(scale="fine")}
+        fine_before = store.counts()["fine"]
+    assert len(pool_before) == 60, "every frame of the stream scored (6000 steps, a frame every 100)"
+    assert fine_before != {"done": 6}, f"stopped mid-run, with fine tasks to go: {fine_before}"
+    shutil.copytree(first, moved)
+    shutil.rmtree(first)
+
+    summary = Campaign.resume(moved, Reporter()).run()
+    assert summary.complete, (summary.counts, summary.stopped_because)
+    with Store.open(moved, readonly=True) as store:
+        pool = {row.id: row for row in store.load_candidates("coarse-to-fine")}
+        fine = store.tasks(scale="fine")
+        rejected = store.events(kind=events.FRAMES_REJECTED)
+        stream_state = store.get_meta("coupling:coarse-to-fine:streams")
+    assert not rejected, "every promoted frame was read in the new place"
+    assert {row.id for row in pool_before} <= set(pool), "the pool kept the frames it held"
+    assert all(pool[row.id].selected or not row.selected for row in pool_before), "promoted frames stay promoted"
+    assert len(pool) == 60, "no frame scored again under another id"
+    assert {r.id: r.spec.labels[PROMOTED_LABEL] for r in fine if r.id in promoted_before} == promoted_before
+    assert len(fine) == 6 and len({r.spec.labels[PROMOTED_LABEL] for r in fine}) == 6, "no frame promoted twice"
+    assert list(stream_state) == ["tasks/coarse/coarse.0/trajectory.h5md"]
+    for record in fine:
+        name, _, index = record.spec.labels[PROMOTED_LABEL].rpartition(":")
+        start = np.load(moved / record.spec.workdir / "start.npz")
+        np.testing.assert_array_equal(start["positions"], read_frame(moved / name, int(index)).positions)
+
+
+def test_absolute_frame_ids_of_an_older_campaign_become_relative_when_a_coordinator_opens_it(tmp_path: Path) -> None:
+    """Before frame ids were relative, the pool and the stream positions named streams by absolute paths."""
+    stream = tmp_path / "tasks" / "coarse" / "coarse.0" / "trajectory.h5md"
+    stream.parent.mkdir(parents=True)
+    with H5MDWriter(stream, 3, observables={"energy": ((), np.float64)}) as writer:
+        for index in range(3):
+            writer.write_frame(np.full((3, 3), index), step=index, time=float(index), observables={"energy": index})
+    elsewhere = "/old/place/tasks/coarse/coarse.0/trajectory.h5md:9"  # a campaign moved before it was converted
+    vector = np.zeros(1, np.float32).tobytes()
+    scales = {name: ChainMDScale(ChainMDConfig(replicas=0, beads=3),
+                                 ScaleContext(name=name, campaign_dir=tmp_path, spec_dir=tmp_path))
+              for name in ("coarse", "fine")}
+    spec = CouplingSpec(source="coarse", target="fine", selector="novelty", feature="energy", max_in_flight=5)
+    with Store.open(tmp_path) as store:
+        store.save_candidates("coarse-to-fine", [CandidateRow(f"{stream}:0", 0, 0.5, False, vector),
+                                                 CandidateRow(f"{stream}:1", 1, 0.2, True, vector),
+                                                 CandidateRow(elsewhere, 2, 0.1, False, vector)])
+        store.save_selector_state("coarse-to-fine", {"frames_seen": 3, "next_seq": 3, "frame_shape": [1]})
+        store.flush()
+        store.set_meta("coupling:coarse-to-fine:streams", {str(stream): 2})
+        coupling = Coupling.build(spec, NoveltySelector, NoveltyConfig(min_samples=0), scales, tmp_path, store)
+        assert coupling.selector.pool.ids == ["tasks/coarse/coarse.0/trajectory.h5md:0", elsewhere]
+        assert coupling.selector.pool.selected_ids == ["tasks/coarse/coarse.0/trajectory.h5md:1"]
+        outcome = coupling.round()
+        store.flush()
+        rows = store.load_candidates("coarse-to-fine")
+        state = store.get_meta("coupling:coarse-to-fine:streams")
+        rejected = [data for _, _, _, data in store.events(kind=events.FRAMES_REJECTED)]
+        coupling.close()
+    assert outcome.frames == 1, "the stream continues at its saved position, frame 2"
+    assert [row.id for row in rows] == [f"tasks/coarse/coarse.0/trajectory.h5md:{index}" for index in (0, 1)] + [
+        elsewhere, "tasks/coarse/coarse.0/trajectory.h5md:2"]
+    assert state == {"tasks/coarse/coarse.0/trajectory.h5md": 3}
+    assert sorted(task.labels[PROMOTED_LABEL] for task in outcome.new_tasks) == [
+        f"tasks/coarse/coarse.0/trajectory.h5md:{index}" for index in (0, 2)]
+    [event] = rejected
+    assert event["frames"] == [elsewhere]
+    assert event["reason"] == (
+        f"cannot promote it, its stream is unreadable: /old/place/tasks/coarse/coarse.0/trajectory.h5md: lies "
+        f"outside {tmp_path}/tasks/coarse, where the streams of scale 'coarse' are: the campaign was moved since this "
+        "frame was scored")
