@@ -43,6 +43,7 @@ from mummi_like.files import atomic_write_bytes, atomic_write_text
 from mummi_like.store import Store
 from mummi_like.tasks import TaskState
 from mummi_like.telemetry import (
+    REQUEUED,
     Resource,
     Telemetry,
     busy_timeline,
@@ -296,8 +297,18 @@ def utilization_figure(data: Telemetry, t0: float, colors: dict[str, Any]) -> ma
     return figure
 
 
+GANTT_MARKS = {
+    "failed": ("#c00000", "///", "failed attempt"),
+    "requeued": ("#303030", "..", "killed and requeued (not a failure)"),
+}
+"""How the Gantt marks an attempt that did not end done: its edge colour, hatch and legend entry. An attempt cut
+short by its coordinator's stop or death (or a lost allocation) is not the task's failure, so it is not drawn as one."""
+_GANTT_KINDS = {"failed": "failed", "retrying": "failed", REQUEUED: "requeued", "running": "running"}
+""":attr:`Interval.outcome` -> how the Gantt draws the attempt; anything else (done, canceled) is drawn plain."""
+
+
 def gantt_figure(data: Telemetry, t0: float, colors: dict[str, Any]) -> tuple[matplotlib.figure.Figure, str]:
-    """One row per core slot, a bar per attempt; returns the figure and its caption."""
+    """One row per core slot, a bar per attempt, failed and killed attempts marked apart; the figure and its caption."""
     from matplotlib.collections import PolyCollection
     from matplotlib.patches import Patch
 
@@ -325,8 +336,7 @@ def gantt_figure(data: Telemetry, t0: float, colors: dict[str, Any]) -> tuple[ma
     groups: dict[tuple[str, str], list[list[tuple[float, float]]]] = {}
     for key, lane_list in lanes.items():
         interval = by_id[key]
-        kind = "failed" if interval.outcome in ("failed", "retrying") else (
-            "running" if interval.outcome == "running" else "ok")
+        kind = _GANTT_KINDS.get(interval.outcome, "ok")
         x0, x1 = (interval.start - t0) / unit, (interval.end - t0) / unit
         lane_list.sort()
         run_start = previous = lane_list[0]
@@ -339,10 +349,10 @@ def gantt_figure(data: Telemetry, t0: float, colors: dict[str, Any]) -> tuple[ma
             if lane is not None:
                 run_start = previous = lane
     for (scale, kind), polygons in sorted(groups.items()):
+        edge, hatch, _ = GANTT_MARKS.get(kind, ("white", None, None))
         ax.add_collection(PolyCollection(
             polygons, facecolors=colors[scale], alpha=0.55 if kind == "running" else 0.9,
-            edgecolors="#c00000" if kind == "failed" else "white", linewidths=1.2 if kind == "failed" else 0.6,
-            hatch="///" if kind == "failed" else None,
+            edgecolors=edge, linewidths=1.2 if kind in GANTT_MARKS else 0.6, hatch=hatch,
         ))
     ax.set_xlim((min(i.start for i in shown) - t0) / unit, (max(i.end for i in shown) - t0) / unit)
     ax.set_ylim(-0.6, slots - 0.4)
@@ -353,8 +363,9 @@ def gantt_figure(data: Telemetry, t0: float, colors: dict[str, Any]) -> tuple[ma
     ax.set_xlabel(unit_label)
     ax.set_title("Attempts per core slot")
     handles = [Patch(facecolor=colors[s], label=s) for s in sorted({i.scale for i in shown})]
-    if any(kind == "failed" for _, kind in groups):
-        handles.append(Patch(facecolor="white", edgecolor="#c00000", hatch="///", label="failed attempt"))
+    for marked, (edge, hatch, label) in GANTT_MARKS.items():
+        if any(kind == marked for _, kind in groups):
+            handles.append(Patch(facecolor="white", edgecolor=edge, hatch=hatch, label=label))
     if any(kind == "running" for _, kind in groups):
         handles.append(Patch(facecolor="grey", alpha=0.55, label="still running"))
     ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize="small")

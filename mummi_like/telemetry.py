@@ -5,8 +5,8 @@ works the same on a finished campaign and on one that is running (the store is
 opened read-only and never blocks the coordinator):
 
 * the **state history** gives, for every attempt of every task, when it started
-  running and when it stopped (:class:`Interval`), and when tasks waited in the
-  backend's queue;
+  running, when it stopped and why (:class:`Interval`), and when tasks waited in
+  the backend's queue;
 * the **event log** gives the node's capacity (``coordinator-started``), the
   loop's reaction times (``loop-stats``) and the durations of any event that
   carries a numeric ``duration`` (e.g. a selector retraining).
@@ -26,6 +26,7 @@ Nothing here plots; :mod:`mummi_like.report` does.
 from __future__ import annotations
 
 import bisect
+import dataclasses
 import heapq
 import math
 import time
@@ -43,6 +44,12 @@ StepFunction = list[tuple[float, int]]
 """A piecewise-constant function as ``(time, value from this time on)``, sorted by time; 0 before the first point."""
 
 _ENDINGS = (TaskState.DONE, TaskState.FAILED, TaskState.CANCELED)
+FAILURE_INFO = "failure"
+"""The key of a ``retrying`` history row's info that names the failure of the attempt it ends (its kind); the
+loop writes it for a failed attempt that runs again, and leaves it out when an attempt is requeued though it did not
+fail (its coordinator stopped or was killed, its allocation was lost)."""
+REQUEUED = "requeued"
+"""The :attr:`Interval.outcome` of an attempt that ended without failing and runs again."""
 
 
 @dataclass(frozen=True)
@@ -60,9 +67,10 @@ class Interval:
         What the task reserved.
     outcome
         The state that closed the attempt: ``'done'``, ``'failed'``,
-        ``'retrying'`` (a failed attempt that runs again, or a requeue after a
-        coordinator stopped or crashed) or ``'canceled'``; ``'running'`` while it
-        still runs.
+        ``'retrying'`` (a failed attempt that runs again) or ``'canceled'``;
+        :data:`REQUEUED` for an attempt that did not fail but was cut short and
+        runs again, uncounted (its coordinator stopped or was killed, its
+        allocation was lost); ``'running'`` while it still runs.
     """
 
     task_id: str
@@ -178,6 +186,8 @@ def read_telemetry(store: Store, now: float | None = None) -> Telemetry:
     The history is read first and the tasks after it, so every task the history
     names is known (tasks are never deleted). An attempt's end is never taken
     before its start, so a clock that stepped back cannot make a negative interval.
+    Only the tasks with an attempt ended by ``retrying`` have their history
+    details read (one query each), to tell a failure from a requeue.
     """
     history = store.all_history()
     shapes = store.task_resources()
@@ -193,11 +203,15 @@ def read_telemetry(store: Store, now: float | None = None) -> Telemetry:
     running: dict[str, tuple[int, float]] = {}  # task -> (attempt, start) of the open attempt
     queued: dict[str, float] = {}  # task -> when it entered the queue
 
+    retried: dict[tuple[str, int, float], int] = {}  # (task, attempt, time) of a retrying row -> its interval
+
     def close(task_id: str, start: float, attempt: int, end: float, outcome: str) -> None:
         shape = shapes.get(task_id)
         if shape is None:  # cannot happen with a consistent store; skip rather than guess resources
             return
         scale, cores, gpus = shape
+        if outcome == TaskState.RETRYING.value:
+            retried[(task_id, attempt, end)] = len(intervals)
         intervals.append(Interval(task_id, scale, attempt, start, max(start, end), cores, gpus, outcome))
 
     for task_id, attempt, state, when in history:
@@ -217,6 +231,11 @@ def read_telemetry(store: Store, now: float | None = None) -> Telemetry:
             completions.append((when, shapes[task_id][0] if task_id in shapes else "?", state.value))
     for task_id, (attempt, start) in running.items():
         close(task_id, start, attempt, now, TaskState.RUNNING.value)
+    for task_id in {task_id for task_id, _, _ in retried}:
+        for state, attempt, when, info in store.history(task_id):
+            at = retried.get((task_id, attempt, when))
+            if at is not None and state is TaskState.RETRYING and FAILURE_INFO not in info:
+                intervals[at] = dataclasses.replace(intervals[at], outcome=REQUEUED)
     queued_periods.extend((since, None) for since in queued.values())
     intervals.sort(key=lambda i: (i.start, i.end, i.task_id))
     completions.sort(key=lambda row: row[0])

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import textwrap
@@ -16,8 +18,10 @@ import pytest
 
 from mummi_like import report as report_module
 from mummi_like.campaign.loop import Campaign
+from mummi_like.campaign.progress import Reporter
 from mummi_like.report import PluginSections, ReportSection, collect_sections, write_report, write_report_files
 from mummi_like.store import Store, StoreError
+from mummi_like.telemetry import REQUEUED, read_telemetry
 
 CLI = [sys.executable, "-m", "mummi_like.cli"]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -271,3 +275,56 @@ def test_utilization_line_leaves_out_what_is_unknown() -> None:
     assert _utilization_line({"recent": 0.5, "steady_state": None, "cores": 8, "gpus": 0}) == (
         "utilization: 50.0% of 8 cores busy over the last 60 s")
     assert _utilization_line({"recent": None, "steady_state": None, "cores": 0, "gpus": 0}) is None
+
+
+# -- the Gantt ---------------------------------------------------------------------------------------
+
+
+def test_the_gantt_draws_an_attempt_killed_with_its_coordinator_as_requeued_not_failed(tmp_path: Path) -> None:
+    """kill -9 of the coordinator while a task runs, then resume: the cut attempt is no failure of the task."""
+    spec = tmp_path / "campaign.yaml"
+    spec.write_text(textwrap.dedent("""
+        name: killed
+        backend: {config: {cores: 2}}
+        scales:
+          - name: work
+            plugin: command
+            config:
+              argv: ["sleep", "1"]
+        """))
+    directory = tmp_path / "run"
+    coordinator = subprocess.Popen([*CLI, "run", spec, "--dir", directory, "--quiet"],
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with Store.open(directory, readonly=True) as store:
+                    if store.counts().get("work", {}).get("running", 0) == 1:
+                        break
+            except StoreError:  # not created yet
+                pass
+            assert time.monotonic() < deadline, "the task did not start"
+            assert coordinator.poll() is None, "the campaign ended before it was killed"
+            time.sleep(0.05)
+        coordinator.send_signal(signal.SIGKILL)
+        coordinator.wait(timeout=30)
+    finally:
+        if coordinator.poll() is None:
+            coordinator.kill()
+            coordinator.wait()
+    assert Campaign.resume(directory, Reporter()).run().complete
+    with Store.open(directory, readonly=True) as store:
+        data = read_telemetry(store)
+    assert [interval.outcome for interval in data.intervals] == [REQUEUED, "done"]
+
+    figure, _ = report_module.gantt_figure(data, data.first_start or 0.0, {"work": "tab:blue"})
+    ax = figure.axes[0]
+    assert [text.get_text() for text in ax.get_legend().get_texts()] == [
+        "work", "killed and requeued (not a failure)"]
+    assert sorted(str(collection.get_hatch()) for collection in ax.collections) == ["..", "None"]
+
+    failed = [dataclasses.replace(data.intervals[0], outcome="retrying"), data.intervals[1]]
+    figure, _ = report_module.gantt_figure(dataclasses.replace(data, intervals=failed), data.first_start or 0.0,
+                                           {"work": "tab:blue"})
+    assert [text.get_text() for text in figure.axes[0].get_legend().get_texts()] == ["work", "failed attempt"]

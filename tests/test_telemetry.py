@@ -12,6 +12,8 @@ from mummi_like.campaign.loop import Campaign
 from mummi_like.store import Store
 from mummi_like.tasks import Failure, TaskResult, TaskSpec, TaskState
 from mummi_like.telemetry import (
+    FAILURE_INFO,
+    REQUEUED,
     store_recent_utilization,
     Interval,
     Telemetry,
@@ -174,14 +176,16 @@ def test_read_telemetry_pairs_running_rows_and_builds_the_queue(tmp_path: Path) 
         store.transition("ok", TaskState.RUNNING, 1.5)
         store.transition("flaky", TaskState.RUNNING, 2.0)
         store.transition("flaky", TaskState.RETRYING, 3.0, failures=1,
+                         info={FAILURE_INFO: "exit", "message": "exit code 1"},
                          result=TaskResult(job_id="j2", ok=False, exit_code=1, started=2.0, ended=3.0,
                                            failure=Failure(kind="exit", exit_code=1, message="exit code 1")))
         store.transition("crash", TaskState.RUNNING, 3.0)
         store.transition("ok", TaskState.DONE, 4.0, result=TaskResult(job_id="j1", ok=True, started=1.5, ended=4.0))
         store.transition("flaky", TaskState.QUEUED, 4.0, attempt=2, job_id="j4")
-        # the coordinator dies; a new one requeues what it finds at 10.0
-        store.transition("flaky", TaskState.RETRYING, 10.0)
-        store.transition("crash", TaskState.RETRYING, 10.0)
+        # the coordinator dies; a new one requeues what it finds at 10.0 (not a failure: no FAILURE_INFO)
+        store.transition("flaky", TaskState.RETRYING, 10.0, info={"reason": "requeued: never reached the backend"})
+        store.transition("crash", TaskState.RETRYING, 10.0,
+                         info={"reason": "requeued: the backend no longer holds job j3"})
         store.log_event("coordinator-started", 10.5, pid=2, backend="local", nodes=1, cores=8, gpus=2)
         store.transition("dep", TaskState.FAILED, 11.0, reason="dependency gone")
         store.transition("live", TaskState.QUEUED, 11.0, attempt=1, job_id="j5")
@@ -196,7 +200,7 @@ def test_read_telemetry_pairs_running_rows_and_builds_the_queue(tmp_path: Path) 
         data = read_telemetry(store, now=20.0)
     assert (data.now, data.cores, data.gpus) == (20.0, 8, 2)  # capacity of the last coordinator
     assert sorted((i.task_id, i.attempt, i.start, i.end, i.cores, i.gpus, i.outcome) for i in data.intervals) == [
-        ("crash", 1, 3.0, 10.0, 3, 0, "retrying"),
+        ("crash", 1, 3.0, 10.0, 3, 0, REQUEUED),
         ("flaky", 1, 2.0, 3.0, 1, 0, "retrying"),
         ("live", 1, 12.0, 20.0, 1, 0, "running"),
         ("ok", 1, 1.5, 4.0, 2, 1, "done"),

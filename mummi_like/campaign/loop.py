@@ -45,7 +45,7 @@ from mummi_like.scale import DoneTask, Scale, ScaleContext
 from mummi_like.spec import ResolvedCampaign, load_spec_text
 from mummi_like.store import Store, StoreError
 from mummi_like.tasks import Failure, TaskResult, TaskSpec, TaskState
-from mummi_like.telemetry import overall_utilization, read_telemetry, steady_state_utilization
+from mummi_like.telemetry import FAILURE_INFO, overall_utilization, read_telemetry, steady_state_utilization
 
 
 
@@ -564,7 +564,7 @@ class Campaign:
         entry.failures += 1
         if entry.spec.retry.accepts(failure, entry.failures):
             self._set(entry, TaskState.RETRYING, event.time, result=result, failures=entry.failures,
-                      info={"failure": failure.kind, "message": failure.message})
+                      info={FAILURE_INFO: failure.kind, "message": failure.message})
             self.ready[entry.spec.scale].append(entry.spec)
             return
         self._final_failure(entry, event.time, failure.message, result=result)
