@@ -327,8 +327,8 @@ def gantt_figure(data: Telemetry, t0: float, colors: dict[str, Any]) -> tuple[ma
         caption += f" Warning: the attempts do not fit the recorded capacity ({error}); drawn on {slots} slots."
     lanes: dict[int, list[int]] = {}
     by_id = {id(i): i for i in shown}
-    for lane, interval in placed:
-        lanes.setdefault(id(interval), []).append(lane)
+    for slot, interval in placed:
+        lanes.setdefault(id(interval), []).append(slot)
     span = max(data.elapsed, 1e-9)
     unit, unit_label = _time_unit(span)
     figure = _figure(10, min(14, max(2.5, 0.22 * slots + 1.6)))

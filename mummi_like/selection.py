@@ -111,7 +111,7 @@ class TrainingTask:
 
 def name_frames(ids: Sequence[str], bad: np.ndarray) -> str:
     """``"2 of 10 frames: 'a:1', 'a:7'"`` for the ``bad`` mask over ``ids``, at most ten named, for error messages."""
-    named = [ids[i] for i in np.flatnonzero(bad)]
+    named = [ids[int(i)] for i in np.flatnonzero(bad)]
     shown = ", ".join(repr(i) for i in named[:10]) + (", ..." if len(named) > 10 else "")
     return f"{len(named)} of {len(ids)} frames: {shown}"
 
@@ -465,7 +465,7 @@ class Selector(abc.ABC):
                 f"selector {name!r}: frames of shape {frames.shape[1:]} differ from the {self.frame_shape} of the "
                 "frames it already holds; one selector scores one kind of feature"
             )
-        finite = np.isfinite(frames.reshape(len(frames), -1)).all(axis=1)
+        finite = np.asarray(np.isfinite(frames.reshape(len(frames), -1)).all(axis=1))
         if not finite.all():
             raise ValueError(
                 f"selector {name!r}: features of {name_frames(ids, ~finite)} hold NaN or infinite values; "

@@ -274,11 +274,13 @@ class Coupling:
                 path, source_task, index = self.locate(frame_id)
                 frame = read_frame(path, index)
             except (StreamError, IndexError) as error:
-                # The file went bad since its frame was scored (truncated, replaced): that candidate is lost, the
-                # campaign is not. The selector has marked it selected, so it is not offered again.
+                # The file went bad since its frame was scored (truncated, replaced, left behind by a move): that
+                # candidate is lost, the campaign is not. The selector has marked it selected, so it is not offered
+                # again.
                 self.store.log_event(events.FRAMES_REJECTED, time.time(), coupling=self.name, frames=[frame_id],
                                      count=1, reason=f"cannot promote it, its stream is unreadable: {error}")
                 continue
+            assert frame.positions is not None, "read_frame reads whole frames"
             promoted = PromotedFrame(
                 frame_id=frame_id, coupling=self.name, source_task=source_task, file=frame.file,
                 index=frame.index, step=frame.step, time=frame.time, score=score,

@@ -284,7 +284,7 @@ class _Handle:
                 raise StreamError(
                     self.path, f"{name} has {dataset.shape[0]} frames, fewer than the {stop} complete ones"
                 )
-            return dataset[start:stop]
+            return np.asarray(dataset[start:stop])
         except StreamError:
             raise
         except READ_ERRORS as error:
