@@ -189,7 +189,9 @@ def test_validate_prints_every_error_with_line_and_hint(tmp_path: Path) -> None:
 
 def test_validate_accepts_the_examples() -> None:
     examples = Path(__file__).parents[1] / "examples"
-    specs = sorted(examples.glob("*/campaign.yaml"))
+    # examples/plugin's spec names the plugins of its own package, which tests/examples/test_plugin_template.py
+    # installs into an environment of its own and validates there.
+    specs = sorted(spec for spec in examples.glob("*/campaign.yaml") if spec.parent.name != "plugin")
     assert len(specs) >= 2
     for spec in specs:
         assert "valid campaign" in mummi("validate", spec, check=True).stdout
