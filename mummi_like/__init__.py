@@ -22,7 +22,9 @@ Streams
     :func:`read_frame` and its :class:`Frame`, :class:`StreamError`.
 Reports and files
     :class:`ReportSection`, :class:`CampaignView` (what report hooks read),
-    :func:`atomic_write`, :func:`atomic_write_text`.
+    :func:`atomic_write`, :func:`atomic_write_text`; :func:`resolved` and
+    :func:`inside`, for a path from a config (resolved with a reason instead
+    of a traceback; kept inside a folder, say the spec's).
 Seeds
     :func:`task_seed`, :func:`seeded_uniform` (one hash of a seed and an id).
 Running campaigns
@@ -45,6 +47,7 @@ if TYPE_CHECKING:
     from mummi_like.report import ReportSection, write_report
     from mummi_like.scale import DoneTask, Feedback, PromotedFrame, Scale, ScaleContext
     from mummi_like.seeding import seeded_uniform, task_seed
+    from mummi_like.spec.paths import inside, resolved
     from mummi_like.selection import Selector, SelectorConfig, SelectorContext, TrainingTask, name_frames
     from mummi_like.spec import SpecError
     from mummi_like.streams.h5md import H5MDReporter, H5MDWriter
@@ -101,6 +104,8 @@ _EXPORTS: dict[str, str] = {
     "CampaignView": "mummi_like.view",
     "atomic_write": "mummi_like.files",
     "atomic_write_text": "mummi_like.files",
+    "resolved": "mummi_like.spec.paths",
+    "inside": "mummi_like.spec.paths",
     "task_seed": "mummi_like.seeding",
     "seeded_uniform": "mummi_like.seeding",
     # running campaigns

@@ -101,6 +101,21 @@ class Scale(abc.ABC):
         """
         return declared_resources(config)
 
+    def check_inputs(self) -> None:
+        """Refuse inputs the config names that cannot be used, with a ValueError that says which and the fix.
+
+        The config model checks the config's shape; what it cannot see (a file
+        outside the spec's folder, missing or unreadable, a symlink loop) would
+        otherwise stop the campaign only when :meth:`tasks` runs. So that
+        whatever ``mummi-like run`` refuses before the first task
+        ``mummi-like validate`` refuses too, both call this first and report
+        the error as a problem located at the scale's ``config:``. It runs on a
+        scale made for the check, before any campaign directory exists and
+        with no ``upstream`` tasks in its context, on every validation (resume
+        included): it must be quick and write nothing (open a file, do not
+        parse a whole library). Nothing to check by default.
+        """
+
     @abc.abstractmethod
     def tasks(self) -> list[TaskSpec]:
         """The scale's initial tasks, with ids that are stable across runs of the same spec."""

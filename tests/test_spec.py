@@ -9,6 +9,8 @@ built-in ``command`` and ``function`` scales appear in listings by name.
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -615,6 +617,43 @@ def test_python_path_must_be_an_existing_folder(tmp_path: Path) -> None:
     path, line, message, hint = one_problem(ONE_SCALE + "python_path: [nope]\n", tmp_path / "spec.yaml")
     assert (path, line, hint) == ("python_path[0]", 6, "create it or fix the path")
     assert message == f"python_path entry 'nope' is not a folder ({tmp_path.resolve() / 'nope'})"
+
+
+# --- plugins' own input checks ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("command", ["validate", "run"])
+def test_an_input_run_would_refuse_is_refused_by_validate_too(tmp_path: Path, command: str) -> None:
+    """``library_file`` outside the spec's folder: ``validate`` refuses it as ``run`` does, in one located line."""
+    pytest.importorskip("dockstring", reason="the docking scales are the `campaign` extra: pip install -e .[campaign]")
+    spec = tmp_path / "campaign.yaml"
+    spec.write_text(
+        "name: library\nscales:\n  - name: ml1\n    plugin: active-docking\n"
+        "    config: {library_file: ../../../etc/passwd, include_known_ligands: false, initial: 1, batch: 1, budget: 2}\n",
+        encoding="utf-8",
+    )
+    result = subprocess.run([sys.executable, "-m", "mummi_like.cli", command, str(spec)],
+                            capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert result.returncode == 2, result.stdout + result.stderr
+    header, *issues = result.stderr.splitlines()
+    assert header == f"invalid campaign spec {spec} (1 problem):"
+    [issue] = issues
+    assert issue.startswith(f"  {spec}:5: scales[0].config: library_file '../../../etc/passwd' resolves to ")
+    assert "outside the spec's folder" in issue
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["campaign.yaml"]
+
+
+def test_an_unreadable_input_is_located_at_the_scale_config(tmp_path: Path) -> None:
+    pytest.importorskip("dockstring", reason="the docking scales are the `campaign` extra: pip install -e .[campaign]")
+    (tmp_path / "library.smi").mkdir()
+    text = ("name: library\nscales:\n  - name: ml1\n    plugin: active-docking\n"
+            "    config: {library_file: library.smi, include_known_ligands: false, initial: 1, batch: 1, budget: 2}\n")
+    path, line, message, _ = one_problem(text, tmp_path / "campaign.yaml")
+    assert (path, line) == ("scales[0].config", 5)
+    assert message.startswith(f"library_file 'library.smi': cannot read the library {tmp_path.resolve()}/library.smi:")
+    (tmp_path / "ok.smi").write_text("CCO ethanol\n")
+    readable = load_spec_text(text.replace("library.smi", "ok.smi"), tmp_path / "campaign.yaml")
+    assert readable.scales[0].config.library_file == "ok.smi"
 
 
 # --- inside() -------------------------------------------------------------------------------------------------

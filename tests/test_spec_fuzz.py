@@ -21,8 +21,8 @@ Where paths may point (checked here, documented in :mod:`mummi_like.spec`):
   since their code runs in every Python task; ``allow_outside_paths: true`` is
   the explicit opt-out.
 - ``library_file`` (active docking) must resolve inside the spec's folder: the
-  inputs stay with the spec that uses them. It is checked when the scale makes
-  its tasks, before any campaign directory exists.
+  inputs stay with the spec that uses them. It is checked at validation (the
+  scale's ``check_inputs``), before any campaign directory exists.
 - a coupling's ``stream`` is a glob below the source scale's task folders: no
   ``..``, no absolute path, no ``~``.
 - ``argv`` names whatever program the spec declares (that is its purpose); it
@@ -619,8 +619,9 @@ def test_a_library_file_outside_the_spec_folder_is_refused_before_any_directory_
         "library_file": library_file.format(root=sandbox), "include_known_ligands": False,
         "initial": 1, "batch": 1, "budget": 2}}]}
     directory = sandbox / "runs" / "library"
-    with pytest.raises(CampaignError, match=rf"scale 'ml1' \(active-docking\) could not make its tasks: .*{refusal}"):
+    with pytest.raises(SpecError, match=refusal) as refused:
         Campaign.from_text(dump(spec), sandbox / "project" / "spec.yaml", directory)
+    assert [issue.path for issue in refused.value.issues] == ["scales[0].config"]
     assert not directory.exists()
 
 

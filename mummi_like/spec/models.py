@@ -41,9 +41,10 @@ Paths
 - Paths starting with ``~`` are rejected, since ``~`` is not expanded; write
   ``${env:HOME}/...`` instead. A path that cannot be resolved (a symlink
   loop, a name too long for the file system) is reported with the reason.
-- Plugins keep their inputs with the spec the same way: the docking scales'
-  ``library_file`` must resolve inside the spec's folder (checked when the
-  scale makes its tasks, before any campaign directory exists), and a
+- Plugins keep their inputs with the spec the same way: active docking's
+  ``library_file`` must resolve inside the spec's folder to a readable file
+  (checked at validation by the scale's ``check_inputs``, so ``validate``
+  refuses it as ``run`` does, before any campaign directory exists), and a
   coupling's ``stream`` is a glob below the source scale's task folders (no
   ``..``, no absolute path). A command's ``argv`` names whatever program the
   spec declares, which is its purpose; no shell ever parses it.

@@ -19,7 +19,7 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from mummi_like import plugins
 from mummi_like.backends.base import Backend, BackendConfig
-from mummi_like.scale import Scale
+from mummi_like.scale import Scale, ScaleContext
 from mummi_like.selection import Selector
 from mummi_like.spec.expansion import expand
 from mummi_like.spec.models import BackendSpec, CampaignSpec, CouplingSpec, PolicySpec, ScaleSpec
@@ -185,6 +185,8 @@ class _Resolver:
             _valid(bool, self.data.get("allow_outside_paths", False)) is True,
         )
         campaign_dir = self._directory(spec, directory) if spec is not None else None
+        if campaign_dir is not None:
+            self._check_inputs(resolved_scales, names, campaign_dir)
         if spec is None or campaign_dir is None or self.problems:
             return None
         return ResolvedCampaign(
@@ -253,6 +255,20 @@ class _Resolver:
                         )
                     )
 
+    def _check_inputs(
+        self, parts: dict[int, tuple[Any, Any]], names: dict[int, str], campaign_dir: Path
+    ) -> None:
+        """Each scale's own look at the inputs its config names (``Scale.check_inputs``), a refusal located at its
+        ``config``; scales whose plugin or config is invalid (already reported) are skipped."""
+        for index, (plugin, config) in parts.items():
+            if plugin is None or config is None or index not in names:
+                continue
+            context = ScaleContext(name=names[index], campaign_dir=campaign_dir, spec_dir=self.spec_dir)
+            try:
+                plugin(config, context).check_inputs()
+            except ValueError as error:
+                self.problems.append(Problem(("scales", index, "config"), str(error), None))
+
     def _validate(
         self, model: type[Model], value: Any, loc: Loc, context: dict[str, Any] | None = None
     ) -> Model | None:
@@ -277,7 +293,13 @@ class _Resolver:
         try:
             return plugins.load(kind, name, base)
         except plugins.UnknownPlugin as error:
-            self._unknown_plugin(error, loc)
+            self.problems.append(
+                Problem(
+                    loc,
+                    f"unknown {kind} plugin {error.name!r}",
+                    f"{error.hint} A plugin is a package registering an entry point in group {plugins.GROUPS[kind]!r}",
+                )
+            )
         except plugins.PluginLoadError as error:
             self.problems.append(
                 Problem(
@@ -287,16 +309,6 @@ class _Resolver:
                 )
             )
         return None
-
-    def _unknown_plugin(self, error: plugins.UnknownPlugin, loc: Loc) -> None:
-        self.problems.append(
-            Problem(
-                loc,
-                f"unknown {error.kind} plugin {error.name!r}",
-                f"{error.hint} A plugin is a package registering an entry point in group "
-                f"{plugins.GROUPS[error.kind]!r}",
-            )
-        )
 
     def _config(
         self, cls: type, config: dict[str, Any], loc: Loc, required: bool, plugin_key: str

@@ -40,8 +40,16 @@ from typing import TYPE_CHECKING, ClassVar
 import numpy as np
 from pydantic import Field, JsonValue
 
-from mummi_like import CallablePayload, ReportSection, Resources, Scale, TaskResult, TaskSpec, atomic_write_text
-from mummi_like.spec import resolved
+from mummi_like import (
+    CallablePayload,
+    ReportSection,
+    Resources,
+    Scale,
+    TaskResult,
+    TaskSpec,
+    atomic_write_text,
+    resolved,
+)
 from mummi_scales.drug_discovery import data
 from mummi_scales.drug_discovery.docking import DockingSettings, dock_batch, dock_payload
 from mummi_scales.drug_discovery.surrogate import (
@@ -117,6 +125,45 @@ class ActiveDockingScale(Scale):
         return self.context.campaign_dir / "tasks" / self.context.name
 
     @cached_property
+    def library_path(self) -> Path | None:
+        """``library_file`` resolved (symlinks too) against the spec's folder; ``None`` for the MOSES draw.
+
+        Raises
+        ------
+        ValueError
+            When it lies outside the spec's folder or cannot be resolved (a
+            symlink loop, a NUL character).
+        """
+        if self.config.library_file is None:
+            return None
+        spec_dir = self.context.spec_dir.resolve()
+        try:
+            path = resolved(spec_dir / self.config.library_file)
+        except ValueError as error:
+            raise ValueError(f"library_file {self.config.library_file!r}: {error}") from None
+        if not path.is_relative_to(spec_dir):
+            raise ValueError(
+                f"library_file {self.config.library_file!r} resolves to {path}, outside the spec's folder "
+                f"{spec_dir}; copy the library next to the spec (inputs stay with the spec that uses them)"
+            )
+        return path
+
+    def check_inputs(self) -> None:
+        """Refuse a ``library_file`` outside the spec's folder, unresolvable or unreadable (see
+        :meth:`~mummi_like.Scale.check_inputs`); its molecules are read, and checked, when the tasks are made."""
+        path = self.library_path
+        if path is None:
+            return
+        try:
+            with path.open("rb"):
+                pass
+        except OSError as error:
+            raise ValueError(
+                f"library_file {self.config.library_file!r}: cannot read the library {path}: "
+                f"{error.strerror or error}; give a readable file inside the spec's folder"
+            ) from None
+
+    @cached_property
     def ligands(self) -> list[tuple[str, str]]:
         """``(id, smiles)`` of the library: known ligands first (when asked), then the file or the MOSES draw.
 
@@ -128,20 +175,8 @@ class ActiveDockingScale(Scale):
             safe or repeats.
         """
         known = data.known_ligands() if self.config.include_known_ligands else []
-        if self.config.library_file is None:
-            drawn = data.library(self.config.library_size, self.config.seed)
-        else:
-            spec_dir = self.context.spec_dir.resolve()
-            try:
-                path = resolved(spec_dir / self.config.library_file)  # a symlink loop or a NUL: a ValueError
-            except ValueError as error:
-                raise ValueError(f"library_file {self.config.library_file!r}: {error}") from None
-            if not path.is_relative_to(spec_dir):
-                raise ValueError(
-                    f"library_file {self.config.library_file!r} resolves to {path}, outside the spec's folder "
-                    f"{spec_dir}; copy the library next to the spec (inputs stay with the spec that uses them)"
-                )
-            drawn = data.read_library(path)
+        path = self.library_path
+        drawn = data.library(self.config.library_size, self.config.seed) if path is None else data.read_library(path)
         ligands = [*known, *drawn]
         bad = [ligand_id for ligand_id, _ in ligands if not SAFE_ID.fullmatch(ligand_id)]
         counts = Counter(ligand_id for ligand_id, _ in ligands)
