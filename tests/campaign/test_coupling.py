@@ -28,7 +28,7 @@ from mummi_like.campaign.progress import Reporter
 from mummi_like.cli import status_report
 from mummi_like.scale import ScaleContext
 from mummi_like.spec import CouplingSpec
-from mummi_like.store import CandidateRow, Store
+from mummi_like.store import CandidateRow, Store, StoreError
 from mummi_like.streams import H5MDWriter
 from mummi_like.streams.tailer import read_frame
 from mummi_like.tasks import TaskState
@@ -302,11 +302,13 @@ def test_a_campaign_directory_moved_mid_run_resumes_in_its_new_place_with_its_po
         while True:
             assert process.poll() is None, f"the campaign ended before it was stopped: {process.stderr.read()}"
             assert time.monotonic() < deadline, "the coarse task and a fine task were not done within 2 minutes"
-            if (first / Store.FILENAME).exists():
+            try:
                 with Store.open(first, readonly=True) as store:
                     counts = store.counts()
-                if counts.get("coarse") == {"done": 1} and counts.get("fine", {}).get("done", 0) >= 1:
-                    break
+            except StoreError:  # not created yet, or its schema not yet written
+                counts = {}
+            if counts.get("coarse") == {"done": 1} and counts.get("fine", {}).get("done", 0) >= 1:
+                break
             time.sleep(0.05)
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=60) == cli.EXIT_STOPPED, process.stderr.read()
