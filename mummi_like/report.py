@@ -8,12 +8,13 @@ address: the file can be mailed or archived on its own. Every file is written
 atomically (:func:`mummi_like.files.atomic_write`), so a browser reloading the
 page, or a report run again while the campaign goes on, never reads half a file.
 
-Plugins add their own science to the report: a scale plugin class or the
-campaign's policy class that has a callable ``report_sections`` attribute (a
-classmethod taking ``(store, scale_name)``, ``scale_name`` being ``None`` for
-the policy) returns a list of :class:`ReportSection`, rendered under
-"Science". A hook that raises shows its error in the report instead of
-stopping it.
+Plugins add their own science to the report: each scale plugin's
+:meth:`~mummi_like.scale.Scale.report_sections` ``(view, scale_name)`` and the
+campaign policy's :meth:`~mummi_like.campaign.policy.Policy.report_sections`
+``(view)`` return lists of :class:`ReportSection`, rendered under "Science".
+They read the campaign through a read-only
+:class:`~mummi_like.view.CampaignView`. A hook that raises shows its error in
+the report instead of stopping it.
 
 matplotlib is imported only when a report is drawn, so a plugin module that
 imports :class:`ReportSection` costs the coordinator nothing.
@@ -54,6 +55,7 @@ from mummi_like.telemetry import (
     steady_state_utilization,
     throughput,
 )
+from mummi_like.view import CampaignView
 
 if TYPE_CHECKING:
     import matplotlib.figure
@@ -114,23 +116,25 @@ class PluginSections:
     error: str | None = None
 
 
-def collect_sections(store: Store, owners: Iterable[tuple[str, Any, str | None]]) -> list[PluginSections]:
+def collect_sections(view: CampaignView, owners: Iterable[tuple[str, Any, str | None]]) -> list[PluginSections]:
     """Call every plugin's ``report_sections`` hook, catching what a hook raises.
 
     Parameters
     ----------
-    store
-        The campaign store (read-only), passed to each hook.
+    view
+        The campaign, read-only, passed to each hook.
     owners
-        ``(label, plugin class, scale name or None)``; classes without a
-        callable ``report_sections`` are skipped.
+        ``(label, plugin class, scale name)``: a scale's hook is called with
+        ``(view, scale name)``, the policy's (scale name ``None``) with
+        ``(view)``; classes without a callable ``report_sections`` are skipped.
 
     Returns
     -------
     list of PluginSections
-        One entry per hook called, in the order given; a hook that raised or
-        returned something other than a list of :class:`ReportSection` has its
-        ``error`` set.
+        One entry per hook that gave sections or failed, in the order given; a
+        hook that raised or returned something other than a list of
+        :class:`ReportSection` has its ``error`` set, one that returned an empty
+        list (the base classes' default) has no entry.
     """
     collected: list[PluginSections] = []
     for label, cls, scale_name in owners:
@@ -138,7 +142,7 @@ def collect_sections(store: Store, owners: Iterable[tuple[str, Any, str | None]]
         if not callable(hook):
             continue
         try:
-            sections = hook(store, scale_name)
+            sections = hook(view) if scale_name is None else hook(view, scale_name)
         except Exception as error:  # a plugin's bug must not cost the whole report
             collected.append(PluginSections(label, error=f"report_sections raised {type(error).__name__}: {error}"))
             continue
@@ -146,7 +150,8 @@ def collect_sections(store: Store, owners: Iterable[tuple[str, Any, str | None]]
             collected.append(PluginSections(
                 label, error=f"report_sections returned {type(sections).__name__}, not a list of ReportSection"))
             continue
-        collected.append(PluginSections(label, list(sections)))
+        if sections:
+            collected.append(PluginSections(label, list(sections)))
     return collected
 
 
@@ -568,15 +573,14 @@ def _science(page: _Page, store: Store, spec_meta: Any, directory: Path) -> None
         page.add(f'<p class="error">Could not load the campaign spec, so no plugin was asked for sections:</p>'
                  f"<pre>{_e(error)}</pre>")
         return
-    collected = collect_sections(store, plugin_owners(resolved))
+    collected = collect_sections(CampaignView(store), plugin_owners(resolved))
     if not collected:
-        page.add('<p class="note">No plugin of this campaign has a <code>report_sections</code> hook.</p>')
+        page.add('<p class="note">No plugin of this campaign contributed a section '
+                 '(see <code>report_sections</code> on Scale and Policy).</p>')
     for entry in collected:
         if entry.error is not None:
             page.add(f"<h3>{_e(entry.owner)}</h3><p class=\"error\">{_e(entry.error)}</p>")
             continue
-        if not entry.sections:
-            page.add(f'<h3>{_e(entry.owner)}</h3><p class="note">(no sections)</p>')
         for section in entry.sections:
             page.add(f"<h3>{_e(section.title)}</h3><p class=\"note\">from {_e(entry.owner)}</p>")
             if section.text is not None:

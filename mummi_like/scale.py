@@ -22,6 +22,9 @@ from mummi_like.tasks import ConfigKey, Resources, StrictModel, TaskResult, Task
 if TYPE_CHECKING:
     import numpy as np
 
+    from mummi_like.report import ReportSection
+    from mummi_like.view import CampaignView
+
 
 @dataclass(frozen=True)
 class ScaleContext:
@@ -66,7 +69,8 @@ class Feedback:
 
 @dataclass(frozen=True)
 class DoneTask:
-    """A finished task of an upstream scale, handed to :meth:`Scale.on_upstream_done`."""
+    """A finished task: of an upstream scale, handed to :meth:`Scale.on_upstream_done`, or of any scale, as
+    :meth:`CampaignView.done <mummi_like.view.CampaignView.done>` lists them for report hooks."""
 
     spec: TaskSpec = field(metadata={"doc": "The task as it was recorded."})
     value: JsonValue = field(metadata={"doc": "What its callable returned (``None`` for an executable)."})
@@ -159,6 +163,27 @@ class Scale(abc.ABC):
         order. The call is recorded with the tasks it returns, so a resumed
         campaign neither repeats nor loses it. Task ids must be stable: the same
         inputs must give the same ids.
+        """
+        return []
+
+    @classmethod
+    def report_sections(cls, view: CampaignView, scale_name: str) -> list[ReportSection]:
+        """The scale's science for the campaign report (``mummi-like report``); none by default.
+
+        A report draws what every campaign shares (utilization, the Gantt,
+        throughput, failures); what the scale computed (a distribution of
+        scores, a learning curve, a table of estimates) only the plugin knows
+        how to show, so the report asks it, under "Science". Called once per
+        scale of the spec that uses this plugin (``scale_name`` is its name,
+        since one plugin may serve several scales), whenever a report is
+        written: while the campaign runs too, so the hook must cope with a
+        stage half done or not started (a section saying so is better than
+        none). It gets a read-only :class:`~mummi_like.view.CampaignView`, not
+        the store: a report must never change the campaign. A classmethod,
+        since no scale object exists when a report reads a campaign; a hook
+        that raises or returns something else than a list of
+        :class:`~mummi_like.report.ReportSection` has its error shown in the
+        report instead of stopping it, and an empty list adds nothing.
         """
         return []
 

@@ -18,10 +18,13 @@ import pytest
 
 from mummi_like import report as report_module
 from mummi_like.campaign.loop import Campaign
+from mummi_like.campaign.policy import DependencyPolicy
 from mummi_like.campaign.progress import Reporter
 from mummi_like.report import PluginSections, ReportSection, collect_sections, write_report, write_report_files
 from mummi_like.store import Store, StoreError
 from mummi_like.telemetry import REQUEUED, read_telemetry
+from mummi_like.view import CampaignView
+from mummi_scales.generic.command import CommandScale
 
 CLI = [sys.executable, "-m", "mummi_like.cli"]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -124,11 +127,11 @@ def science_figure():
 
 
 class Docking:
-    calls: list[tuple[object, str | None]] = []
+    calls: list[tuple[object, str]] = []
 
     @classmethod
-    def report_sections(cls, store: Store, scale_name: str | None) -> list[ReportSection]:
-        cls.calls.append((store, scale_name))
+    def report_sections(cls, view: CampaignView, scale_name: str) -> list[ReportSection]:
+        cls.calls.append((view, scale_name))
         return [
             ReportSection(title=f"Hits of {scale_name} <top 1%>", text="score < -9 & rising",
                           html="<table><tr><td>ZINC42</td><td>-11.2</td></tr></table>", figure=science_figure()),
@@ -136,15 +139,23 @@ class Docking:
         ]
 
 
+class Funnel:
+    """A policy's hook: the view alone, no scale name."""
+
+    @classmethod
+    def report_sections(cls, view: CampaignView) -> list[ReportSection]:
+        return [ReportSection(title="Funnel", text=f"{len(view.done())} tasks done")]
+
+
 class Broken:
     @classmethod
-    def report_sections(cls, store: Store, scale_name: str | None) -> list[ReportSection]:
+    def report_sections(cls, view: CampaignView, scale_name: str) -> list[ReportSection]:
         raise RuntimeError("model file <missing>")
 
 
 class WrongType:
     @classmethod
-    def report_sections(cls, store: Store, scale_name: str | None) -> object:
+    def report_sections(cls, view: CampaignView) -> object:
         return "not a list"
 
 
@@ -154,24 +165,39 @@ class NoHook:
 
 def test_collect_sections_calls_each_hook_and_keeps_errors(campaign: Path) -> None:
     Docking.calls.clear()
-    with Store.open(campaign, readonly=True) as store:
-        collected = collect_sections(store, [("scale dock", Docking, "dock"), ("scale x", NoHook, "x"),
-                                             ("scale bad", Broken, "bad"), ("policy", WrongType, None),
-                                             ("policy", Docking, None)])
-        assert Docking.calls == [(store, "dock"), (store, None)]
+    with CampaignView.open(campaign) as view:
+        collected = collect_sections(view, [("scale dock", Docking, "dock"), ("scale x", NoHook, "x"),
+                                            ("scale bad", Broken, "bad"), ("scale base", CommandScale, "nap"),
+                                            ("policy", WrongType, None), ("policy", Funnel, None),
+                                            ("policy base", DependencyPolicy, None)])
+        assert Docking.calls == [(view, "dock")]
+    # The base classes' hooks return no section, and so add no entry.
     assert [entry.owner for entry in collected] == ["scale dock", "scale bad", "policy", "policy"]
     assert [s.title for s in collected[0].sections] == ["Hits of dock <top 1%>", "Second"]
     assert collected[0].error is None
     assert collected[1] == PluginSections("scale bad",
                                           error="report_sections raised RuntimeError: model file <missing>")
     assert collected[2].error == "report_sections returned str, not a list of ReportSection"
-    assert collected[3].sections[0].title == "Hits of None <top 1%>"
+    assert collected[3].sections[0].text == "8 tasks done"
+
+
+def test_campaign_view_reads_done_tasks_and_events_and_refuses_a_writable_store(campaign: Path) -> None:
+    with CampaignView.open(campaign) as view:
+        assert view.directory == campaign.resolve()
+        naps = view.done("nap")
+        assert [task.spec.scale for task in naps] == ["nap"] * 8 and view.done("broken") == []
+        assert all(task.workdir == campaign.resolve() / task.spec.workdir for task in naps)
+        assert view.done("nap", stage="dock") == []  # the command scale labels no stage
+        assert [event.kind for event in view.events(kind="campaign-created")] == ["campaign-created"]
+        assert view.candidates("no-such-coupling") == []
+    with Store.open(campaign) as store, pytest.raises(ValueError, match="needs a store opened read-only"):
+        CampaignView(store)
 
 
 def test_plugin_sections_are_rendered_and_escaped(campaign: Path, tmp_path: Path,
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(report_module, "plugin_owners",
-                        lambda resolved: [("scale dock (Docking)", Docking, "dock"), ("policy (Broken)", Broken, None)])
+    owners = [("scale dock (Docking)", Docking, "dock"), ("scale bad (Broken)", Broken, "bad")]
+    monkeypatch.setattr(report_module, "plugin_owners", lambda resolved: owners)
     index, pngs = write_report_files(campaign, tmp_path / "out")
     page = index.read_text()
     science = page[page.index("<h2>Science</h2>"):page.index("<h2>Failures</h2>")]

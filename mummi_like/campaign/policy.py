@@ -14,12 +14,16 @@ import abc
 import math
 from collections import deque
 from collections.abc import Mapping
-from typing import ClassVar, NamedTuple
+from typing import TYPE_CHECKING, ClassVar, NamedTuple
 
 from pydantic import Field, field_validator
 
 from mummi_like.backends.base import Capacity
 from mummi_like.tasks import StrictModel, TaskSpec
+
+if TYPE_CHECKING:
+    from mummi_like.report import ReportSection
+    from mummi_like.view import CampaignView
 
 
 class Load(NamedTuple):
@@ -53,6 +57,22 @@ class Policy(abc.ABC):
 
         ``in_flight`` says, per scale, what the backend holds now.
         """
+
+    @classmethod
+    def report_sections(cls, view: CampaignView) -> list[ReportSection]:
+        """The campaign-wide science for the report (``mummi-like report``); none by default.
+
+        Each scale's hook (:meth:`Scale.report_sections <mummi_like.scale.Scale.report_sections>`)
+        shows its own stage; what spans stages (a funnel from the library to
+        the finalists, the final ranking) belongs to the pipeline, whose policy
+        is the one plugin of a campaign that knows them all. Called once, after
+        the scales' hooks, whenever a report is written, while the campaign
+        runs too, with a read-only :class:`~mummi_like.view.CampaignView`; a
+        classmethod, since no policy object exists when a report reads a
+        campaign. A hook that raises has its error shown in the report
+        instead of stopping it; an empty list adds nothing.
+        """
+        return []
 
 
 class DagConfig(StrictModel):
