@@ -12,11 +12,13 @@ Plugin base classes and their context types
     :class:`Feedback`, :class:`DoneTask`), :class:`Selector`
     (:class:`SelectorConfig`, :class:`SelectorContext`, :class:`TrainingTask`),
     :class:`Policy` and the reference :class:`DependencyPolicy`,
-    :class:`Backend` (:class:`BackendConfig`, :class:`Capacity`).
+    :class:`Backend` (:class:`BackendConfig`, :class:`Capacity`, the
+    :class:`BackendEvent` it reports, :class:`UnsatisfiableRequest` and
+    :class:`BackendUnavailable`, the errors it raises).
 Tasks
     :class:`TaskSpec`, :class:`Resources`, :class:`RetryPolicy`,
-    :class:`CallablePayload`, :class:`ExecutablePayload`, :class:`TaskResult`,
-    :class:`TaskState`, and :class:`StrictModel`, the base of every config model.
+    :class:`CallablePayload`, :class:`ExecutablePayload`, :class:`TaskResult`
+    and its :class:`Failure`, :class:`TaskState`, and :class:`StrictModel`, the base of every config model.
 Streams
     :class:`H5MDWriter`, the OpenMM :class:`H5MDReporter`, :class:`StreamTailer`,
     :func:`read_frame` and its :class:`Frame`, :class:`StreamError`.
@@ -40,7 +42,14 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from mummi_like.api import CampaignRecords, RunSummary, open_campaign, resume, run
-    from mummi_like.backends.base import Backend, BackendConfig, Capacity
+    from mummi_like.backends.base import (
+        Backend,
+        BackendConfig,
+        BackendEvent,
+        BackendUnavailable,
+        Capacity,
+        UnsatisfiableRequest,
+    )
     from mummi_like.campaign.control import CampaignError
     from mummi_like.campaign.policy import DependencyPolicy, Policy
     from mummi_like.files import atomic_write, atomic_write_text
@@ -56,6 +65,7 @@ if TYPE_CHECKING:
         CallablePayload,
         EnvName,
         ExecutablePayload,
+        Failure,
         Resources,
         RetryPolicy,
         StrictModel,
@@ -82,6 +92,9 @@ _EXPORTS: dict[str, str] = {
     "Backend": "mummi_like.backends.base",
     "BackendConfig": "mummi_like.backends.base",
     "Capacity": "mummi_like.backends.base",
+    "BackendEvent": "mummi_like.backends.base",
+    "UnsatisfiableRequest": "mummi_like.backends.base",
+    "BackendUnavailable": "mummi_like.backends.base",
     # tasks
     "TaskSpec": "mummi_like.tasks",
     "Resources": "mummi_like.tasks",
@@ -89,6 +102,7 @@ _EXPORTS: dict[str, str] = {
     "CallablePayload": "mummi_like.tasks",
     "ExecutablePayload": "mummi_like.tasks",
     "TaskResult": "mummi_like.tasks",
+    "Failure": "mummi_like.tasks",
     "TaskState": "mummi_like.tasks",
     "StrictModel": "mummi_like.tasks",
     "EnvName": "mummi_like.tasks",
