@@ -23,8 +23,10 @@ def test_shipped_spec_validates_through_the_cli(name: str) -> None:
 
 
 def test_production_is_the_demo_at_scale_on_flux_with_gpus_for_every_openmm_stage(tmp_path: Path) -> None:
-    demo, production = (load_spec(CONFIGS / name, directory=tmp_path / name) for name in ("demo.yaml", "production.yaml"))
-    assert [(s.spec.name, s.spec.plugin) for s in demo.scales] == [(s.spec.name, s.spec.plugin) for s in production.scales]
+    demo, production = (load_spec(CONFIGS / name, directory=tmp_path / name)
+                        for name in ("demo.yaml", "production.yaml"))
+    assert [(s.spec.name, s.spec.plugin) for s in demo.scales] == [
+        (s.spec.name, s.spec.plugin) for s in production.scales]
     assert [c.spec.label for c in demo.couplings] == [c.spec.label for c in production.couplings]
     assert (demo.spec.backend.plugin, production.spec.backend.plugin) == ("local", "flux")
     configs = {s.spec.name: s.config for s in production.scales}

@@ -19,6 +19,7 @@ from mummi_like.cli import stage_states
 from mummi_like.report import write_report_files
 from mummi_like.store import Store
 from mummi_like.tasks import TaskState
+from mummi_like.view import CampaignView
 from mummi_pipelines.drug_discovery.policy import ranking_outcome
 
 DEMO = Path(__file__).resolve().parents[2] / "pipelines" / "mummi_pipelines" / "drug_discovery" / "configs" / "demo.yaml"
@@ -66,21 +67,21 @@ def test_reference_campaign_runs_every_stage_and_ranks_the_finalists(tmp_path: P
         restarts = [r for r in records if r.spec.scale == "s2" and "promoted_from" in r.spec.labels]
         fine = [r for r in records if r.spec.scale == "s3-fg"]
         assert len(restarts) == 1 and len(fine) == 1
-        found = ranking_outcome(store)
+    with CampaignView.open(directory) as view:
+        found = ranking_outcome(view)
     assert found is not None
     outcome, workdir = found
 
-    finalists = outcome["finalists"]
+    finalists = outcome.finalists
     assert len(finalists) == 2
-    assert all(f["s3cg"] is not None and f["s3cg"]["ci_low"] <= f["s3cg"]["dg_mean"] <= f["s3cg"]["ci_high"]
-               for f in finalists)
-    refined = [f for f in finalists if f["s3fg"] is not None]
-    assert len(refined) == 1 and refined[0]["ligand"] == fine[0].value["ligand"]
+    assert all(f.s3cg is not None and f.s3cg.ci_low <= f.s3cg.dg_mean <= f.s3cg.ci_high for f in finalists)
+    refined = [f for f in finalists if f.s3fg is not None]
+    assert len(refined) == 1 and refined[0].ligand == fine[0].value["ligand"]
     with open(directory / workdir / "ranking.csv") as handle:
         rows = list(csv.DictReader(handle))
-    known = outcome["enrichment"]["known"]
-    assert known > 0 and len(rows) == outcome["molecules"] == 12 + known
-    assert [row["ligand"] for row in rows[:2]] == [f["ligand"] for f in finalists]
+    known = outcome.enrichment.known
+    assert known > 0 and len(rows) == outcome.molecules == 12 + known
+    assert [row["ligand"] for row in rows[:2]] == [f.ligand for f in finalists]
 
     index, pngs = write_report_files(directory)
     summary_text = (index.parent / "summary.txt").read_text()

@@ -21,27 +21,32 @@ reached that stage yet gets a section saying so.
 from __future__ import annotations
 
 import html
-from typing import Any
+from typing import TYPE_CHECKING
 
-from mummi_like import DependencyPolicy, ReportSection, TaskState
-from mummi_like.store import Store
+from mummi_scales.drug_discovery.results import CoarseEstimate, FineResult, RankingOutcome
+
+from mummi_like import DependencyPolicy, ReportSection
 from mummi_pipelines.drug_discovery.ranking import RANKING_CSV, STAGE
 
-
-def ranking_outcome(store: Store) -> tuple[dict[str, Any], str] | None:
-    """The value and working directory of the campaign's finished ranking task, or ``None`` before it ran."""
-    for record in reversed(store.tasks(states=[TaskState.DONE])):
-        if record.spec.labels.get("stage") == STAGE and isinstance(record.value, dict):
-            return record.value, record.spec.workdir
-    return None
+if TYPE_CHECKING:
+    from mummi_like import CampaignView
 
 
-def _estimate(value: dict[str, Any] | None, mean: str, error: str, interval: bool) -> str:
-    if not value:
-        return ""
-    if interval:
-        return f"{value[mean]:.1f} [{value['ci_low']:.1f}, {value['ci_high']:.1f}]"
-    return f"{value[mean]:.1f} ± {value[error]:.1f}"
+def ranking_outcome(view: CampaignView) -> tuple[RankingOutcome, str] | None:
+    """The outcome and working directory (relative to the campaign directory) of the last ranking task; ``None``
+    before it ran."""
+    ranked = view.done(stage=STAGE)
+    if not ranked:
+        return None
+    return RankingOutcome.model_validate(ranked[-1].value), ranked[-1].spec.workdir
+
+
+def _coarse(estimate: CoarseEstimate | None) -> str:
+    return "" if estimate is None else f"{estimate.dg_mean:.1f} [{estimate.ci_low:.1f}, {estimate.ci_high:.1f}]"
+
+
+def _fine(result: FineResult | None) -> str:
+    return "" if result is None else f"{result.dg:.1f} ± {result.dg_err:.1f}"
 
 
 def _ef(value: float | None) -> str:
@@ -53,9 +58,9 @@ class DrugDiscoveryPolicy(DependencyPolicy):
 
 
     @classmethod
-    def report_sections(cls, store: Store, scale_name: str | None) -> list[ReportSection]:
+    def report_sections(cls, view: CampaignView) -> list[ReportSection]:
         """Outcome, funnel and enrichment, from the ranking stage's result."""
-        found = ranking_outcome(store)
+        found = ranking_outcome(view)
         if found is None:
             return [ReportSection("Outcome", text="The ranking stage has not run yet: the campaign is still in an "
                                   "earlier stage (see the task counts above), or stopped before it.")]
@@ -63,37 +68,35 @@ class DrugDiscoveryPolicy(DependencyPolicy):
         return [cls._outcome(outcome, workdir), cls._funnel(outcome), cls._enrichment(outcome)]
 
     @staticmethod
-    def _outcome(outcome: dict[str, Any], workdir: str) -> ReportSection:
+    def _outcome(outcome: RankingOutcome, workdir: str) -> ReportSection:
         rows = []
         lines = []
-        for position, finalist in enumerate(outcome["finalists"], start=1):
-            cells = [str(position), finalist["ligand"], finalist["smiles"], f"{finalist['docking_score']:.1f}",
-                     "yes" if finalist["left_pocket"] else "no",
-                     _estimate(finalist["s3cg"], "dg_mean", "", interval=True),
-                     _estimate(finalist["s3fg"], "dg", "dg_err", interval=False)]
+        for position, finalist in enumerate(outcome.finalists, start=1):
+            cells = [str(position), finalist.ligand, finalist.smiles, f"{finalist.docking_score:.1f}",
+                     "yes" if finalist.left_pocket else "no", _coarse(finalist.s3cg), _fine(finalist.s3fg)]
             rows.append("<tr>" + "".join(f"<td>{html.escape(cell)}</td>" for cell in cells) + "</tr>")
-            lines.append(f"{position}. {finalist['ligand']}: Vina {cells[3]}, S3-CG {cells[5] or '-'}, "
-                         f"S3-FG {cells[6] or '-'}{', left the pocket' if finalist['left_pocket'] else ''}")
+            lines.append(f"{position}. {finalist.ligand}: Vina {cells[3]}, S3-CG {cells[5] or '-'}, "
+                         f"S3-FG {cells[6] or '-'}{', left the pocket' if finalist.left_pocket else ''}")
         header = "".join(f"<th>{name}</th>" for name in (
             "rank", "ligand", "SMILES", "Vina (kcal/mol)", "left pocket in S2",
             "S3-CG MM/GBSA dG [95% CI]", "S3-FG alchemical dG ± err"))
         table = f"<table><tr>{header}</tr>{''.join(rows)}</table>"
         text = "\n".join([
-            f"{outcome['molecules']} molecules, {outcome['docked']} docked ({outcome['failed']} failed preparation "
+            f"{outcome.molecules} molecules, {outcome.docked} docked ({outcome.failed} failed preparation "
             f"or docking); the whole ranking is {workdir}/{RANKING_CSV}.", *lines])
         return ReportSection("Outcome: the finalists", html=table, text=text)
 
     @staticmethod
-    def _funnel(outcome: dict[str, Any]) -> ReportSection:
+    def _funnel(outcome: RankingOutcome) -> ReportSection:
         import matplotlib.pyplot as plt
 
-        finalists = outcome["finalists"]
+        finalists = outcome.finalists
         stages = {
-            "library": outcome["molecules"],
-            "docked (S1)": outcome["docked"] + outcome["failed"],
+            "library": outcome.molecules,
+            "docked (S1)": outcome.docked + outcome.failed,
             "MD (S2)": len(finalists),
-            "MM/GBSA (S3-CG)": sum(finalist["s3cg"] is not None for finalist in finalists),
-            "alchemical (S3-FG)": sum(finalist["s3fg"] is not None for finalist in finalists),
+            "MM/GBSA (S3-CG)": sum(finalist.s3cg is not None for finalist in finalists),
+            "alchemical (S3-FG)": sum(finalist.s3fg is not None for finalist in finalists),
         }
         figure, axes = plt.subplots(figsize=(7, 3))
         bars = axes.barh(list(stages)[::-1], list(stages.values())[::-1], color="#4878a8")
@@ -104,24 +107,24 @@ class DrugDiscoveryPolicy(DependencyPolicy):
         return ReportSection("Funnel through the stages", figure=figure)
 
     @staticmethod
-    def _enrichment(outcome: dict[str, Any]) -> ReportSection:
+    def _enrichment(outcome: RankingOutcome) -> ReportSection:
         import matplotlib.pyplot as plt
 
-        enrichment = outcome["enrichment"]
-        percent = f"{100 * enrichment['fraction']:g}%"
-        text = (f"EF at {percent} of the {enrichment['known']} known ligands: {_ef(enrichment['after_s1'])} after S1 "
+        enrichment = outcome.enrichment
+        percent = f"{100 * enrichment.fraction:g}%"
+        text = (f"EF at {percent} of the {enrichment.known} known ligands: {_ef(enrichment.after_s1)} after S1 "
                 f"(docked molecules by Vina score, the others by the surrogate's prediction), "
-                f"{_ef(enrichment['after_s3'])} after S3 (finalists reordered by their free-energy estimates); "
-                f"{enrichment['known_finalists']} known ligand(s) among the {len(outcome['finalists'])} finalists. "
+                f"{_ef(enrichment.after_s3)} after S3 (finalists reordered by their free-energy estimates); "
+                f"{enrichment.known_finalists} known ligand(s) among the {len(outcome.finalists)} finalists. "
                 f"A random order gives 1 on average.")
-        ranks = outcome["known_ranks"]
+        ranks = outcome.known_ranks
         if not ranks:
             return ReportSection("Enrichment of known ligands", text=text)
         figure, axes = plt.subplots(figsize=(7, 0.4 * len(ranks) + 1.6))
         names = list(ranks)
         axes.scatter([ranks[name][0] for name in names], names, label="after S1", marker="o")
         axes.scatter([ranks[name][1] for name in names], names, label="after S3", marker="x")
-        axes.axvline(max(1, enrichment["fraction"] * outcome["molecules"]), color="grey", linestyle="--",
+        axes.axvline(max(1, enrichment.fraction * outcome.molecules), color="grey", linestyle="--",
                      label=f"top {percent}")
         axes.set_xscale("log")
         axes.set_xlabel("rank in the library (1 = best; log scale)")

@@ -21,12 +21,12 @@ The order of the ranking, and why:
    score (the campaign's best guess for them);
 5. molecules that failed preparation or docking come last, unranked.
 
-Which upstream result is which is read from the shape of the task values the
-stage plugins document (a docking batch maps ligand ids to ``score`` or
-``error``; a surrogate round has ``round`` and ``r2``; an S2 segment
-``ligand`` and ``left_pocket``; the S3-CG summary ``ligands``; an S3-FG task
-``ligand`` and ``dg``), so the scale works with any scale names and any subset
-of the stages.
+Which upstream result is which is read from the kind of each task value: the
+first of the stage models of :mod:`mummi_scales.drug_discovery.results` it
+validates as (a docking batch, a surrogate round, an S2 segment, the S3-CG
+summary, an S3-FG result), so the scale works with any scale names and any
+subset of the stages; values of other kinds (S2 preparations, S3-CG replicas)
+are not read.
 """
 
 from __future__ import annotations
@@ -35,10 +35,24 @@ import csv
 import math
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
 from mummi_scales.drug_discovery.data import enrichment_factor
+from mummi_scales.drug_discovery.results import (
+    CoarseEstimate,
+    CoarseSummary,
+    DockedLigand,
+    DockingBatch,
+    Enrichment,
+    FailedLigand,
+    Finalist,
+    FineResult,
+    RankingOutcome,
+    Segment,
+    SurrogateRound,
+    parse_as,
+)
 from mummi_scales.generic.parameters import campaign_root
 from pydantic import Field, JsonValue
 
@@ -72,28 +86,6 @@ class RankingConfig(StrictModel):
     resources: Resources = Field(default_factory=Resources, description="What the ranking task needs (little).")
 
 
-def _is_docking(value: JsonValue) -> bool:
-    return isinstance(value, dict) and bool(value) and all(
-        isinstance(entry, dict) and ("score" in entry or "error" in entry) for entry in value.values()
-    )
-
-
-def _is_surrogate_round(value: JsonValue) -> bool:
-    return isinstance(value, dict) and "round" in value and "r2" in value
-
-
-def _is_segment(value: JsonValue) -> bool:
-    return isinstance(value, dict) and "ligand" in value and "left_pocket" in value
-
-
-def _is_coarse_summary(value: JsonValue) -> bool:
-    return isinstance(value, dict) and isinstance(value.get("ligands"), dict)
-
-
-def _is_fine(value: JsonValue) -> bool:
-    return isinstance(value, dict) and "ligand" in value and "dg" in value
-
-
 class RankingScale(Scale):
     """One task, once every upstream stage is done, that ranks all molecules (see the module docstring)."""
 
@@ -105,31 +97,38 @@ class RankingScale(Scale):
         return []
 
     def on_upstream_done(self, upstream: Mapping[str, list[DoneTask]]) -> list[TaskSpec]:
-        """The ranking task over every upstream result, classified by shape (see the module docstring)."""
+        """The ranking task over every upstream result, classified by kind (see the module docstring)."""
         done = [task for tasks in upstream.values() for task in tasks]
-        docked: dict[str, Any] = {}
+        docked: dict[str, DockedLigand | FailedLigand] = {}
+        rounds: list[tuple[int, Path]] = []
+        segments: list[Segment] = []
+        coarse: dict[str, CoarseEstimate] = {}
+        fine: list[FineResult] = []
         for task in done:
-            if _is_docking(task.value):
-                docked.update(task.value)  # type: ignore[arg-type]
-        rounds = [task for task in done if _is_surrogate_round(task.value)]
-        last_round = max(rounds, key=lambda task: task.value["round"], default=None)  # type: ignore[index]
+            if (batch := parse_as(DockingBatch, task.value)) is not None:
+                docked.update(batch.root)
+            elif (trained := parse_as(SurrogateRound, task.value)) is not None:
+                rounds.append((trained.round, task.workdir))
+            elif (segment := parse_as(Segment, task.value)) is not None:
+                segments.append(segment)
+            elif (summary := parse_as(CoarseSummary, task.value)) is not None:
+                coarse.update(summary.ligands)
+            elif (refined := parse_as(FineResult, task.value)) is not None:
+                fine.append(refined)
         root = self.context.campaign_dir
         predictions = None
-        if last_round is not None and (last_round.workdir / PREDICTIONS).is_file():
-            predictions = str((last_round.workdir / PREDICTIONS).relative_to(root))
-        coarse: dict[str, Any] = {}
-        for task in done:
-            if _is_coarse_summary(task.value):
-                coarse.update(task.value["ligands"])  # type: ignore[index]
+        last_round = max(rounds, key=lambda found: found[0], default=None)
+        if last_round is not None and (last_round[1] / PREDICTIONS).is_file():
+            predictions = str((last_round[1] / PREDICTIONS).relative_to(root))
         task_id = f"{self.context.name}.final"
         workdir = self.workdir(task_id)
         kwargs: dict[str, JsonValue] = {
             "root": campaign_root(workdir),
-            "docked": docked,
+            "docked": DockingBatch(docked).model_dump(mode="json"),
             "predictions": predictions,
-            "segments": [task.value for task in done if _is_segment(task.value)],
-            "coarse": coarse,
-            "fine": [task.value for task in done if _is_fine(task.value)],
+            "segments": [segment.model_dump(mode="json") for segment in segments],
+            "coarse": {ligand: estimate.model_dump(mode="json") for ligand, estimate in coarse.items()},
+            "fine": [refined.model_dump(mode="json") for refined in fine],
             "known_prefix": self.config.known_prefix,
             "fraction": self.config.enrichment_fraction,
         }
@@ -146,25 +145,36 @@ def order_enrichment(order: list[str], unranked: list[str], actives: set[str], f
     return enrichment_factor(scores, actives, fraction)
 
 
-def _final_order(finalists: list[str], coarse: Mapping[str, Any], fine: Mapping[str, Any],
+def _final_order(finalists: list[str], coarse: Mapping[str, CoarseEstimate], fine: Mapping[str, FineResult],
                  left: set[str]) -> list[str]:
     """Finalists ordered by S3-CG, refined ones swapped among themselves by S3-FG, pocket leavers last."""
     by_coarse = sorted(finalists, key=lambda ligand: (
-        ligand in left, coarse[ligand]["dg_mean"] if ligand in coarse else math.inf))
+        ligand in left, coarse[ligand].dg_mean if ligand in coarse else math.inf))
     slots = [i for i, ligand in enumerate(by_coarse) if ligand in fine and ligand not in left]
-    refined = sorted((by_coarse[i] for i in slots), key=lambda ligand: fine[ligand]["dg"])
+    refined = sorted((by_coarse[i] for i in slots), key=lambda ligand: fine[ligand].dg)
     for slot, ligand in zip(slots, refined, strict=True):
         by_coarse[slot] = ligand
     return by_coarse
 
 
-def _number(value: Any) -> str:
+def _number(value: float | None) -> str:
     return "" if value is None else f"{float(value):.3f}"
 
 
-def rank(root: str, docked: dict[str, dict[str, Any]], predictions: str | None, segments: list[dict[str, Any]],
-         coarse: dict[str, dict[str, Any]], fine: list[dict[str, Any]], known_prefix: str,
-         fraction: float) -> dict[str, Any]:
+def _numbers(found: object | None, *fields: str) -> list[str]:
+    """``fields`` of a stage's result for one ligand as CSV cells; empty where that stage has no result for it."""
+    return [_number(None if found is None else getattr(found, name)) for name in fields]
+
+
+class _Dynamics(NamedTuple):
+    """What S2 found for one ligand over all its segments."""
+
+    left_pocket: bool
+    ligand_rmsd_max: float
+
+
+def rank(root: str, docked: dict[str, Any], predictions: str | None, segments: list[Any], coarse: dict[str, Any],
+         fine: list[Any], known_prefix: str, fraction: float) -> dict[str, JsonValue]:
     """Write :data:`RANKING_CSV` in the current directory and return the campaign's outcome.
 
     Parameters
@@ -172,15 +182,15 @@ def rank(root: str, docked: dict[str, dict[str, Any]], predictions: str | None, 
     root:
         The campaign directory, relative to the current (the task's working) directory.
     docked:
-        Ligand id -> ``{"score", "smiles", ...}`` or ``{"error", "smiles"}``, every docking result.
+        Every docking result, a :class:`~mummi_scales.drug_discovery.results.DockingBatch`.
     predictions:
         The last surrogate round's :data:`PREDICTIONS`, relative to ``root``; ``None`` without a surrogate.
     segments:
-        Values of the S2 segments (``ligand``, ``left_pocket``, ``ligand_rmsd_max``, ``smiles``, ...).
+        Values of the S2 segments (:class:`~mummi_scales.drug_discovery.results.Segment`).
     coarse:
-        Ligand id -> S3-CG estimate (``dg_mean``, ``ci_low``, ``ci_high``, ...).
+        Ligand id -> S3-CG estimate (:class:`~mummi_scales.drug_discovery.results.CoarseEstimate`).
     fine:
-        Values of the S3-FG tasks (``ligand``, ``dg``, ``dg_err``).
+        Values of the S3-FG tasks (:class:`~mummi_scales.drug_discovery.results.FineResult`).
     known_prefix:
         Ids of known actives start with this.
     fraction:
@@ -189,6 +199,7 @@ def rank(root: str, docked: dict[str, dict[str, Any]], predictions: str | None, 
     Returns
     -------
     dict
+        A dumped :class:`~mummi_scales.drug_discovery.results.RankingOutcome`:
         ``molecules``, ``docked``, ``failed``, ``finalists`` (final order, with each stage's estimate),
         ``enrichment`` (EF after S1 and after S3, known ligands and how many became finalists) and
         ``known_ranks`` (each known ligand's rank after S1 and after S3, 1-based).
@@ -198,59 +209,61 @@ def rank(root: str, docked: dict[str, dict[str, Any]], predictions: str | None, 
         with np.load(Path(root) / predictions, allow_pickle=False) as table:
             predicted = {str(i): (float(m), float(s))
                          for i, m, s in zip(table["ids"], table["mean"], table["std"], strict=True)}
-    scored = {ligand: entry for ligand, entry in docked.items() if "score" in entry}
-    failed = {ligand: entry for ligand, entry in docked.items() if "score" not in entry}
-    md: dict[str, dict[str, Any]] = {}
-    for segment in segments:
-        entry = md.setdefault(segment["ligand"], {"left_pocket": False, "ligand_rmsd_max": 0.0})
-        entry["left_pocket"] = entry["left_pocket"] or bool(segment["left_pocket"])
-        entry["ligand_rmsd_max"] = max(entry["ligand_rmsd_max"], float(segment.get("ligand_rmsd_max") or 0.0))
-    refined = {value["ligand"]: value for value in fine}
-    left = {ligand for ligand, entry in md.items() if entry["left_pocket"]}
-    finalists = [ligand for ligand in scored if ligand in md or ligand in coarse]
-    by_docking = sorted(scored, key=lambda ligand: scored[ligand]["score"])
+    batch = DockingBatch.model_validate(docked)
+    scored, failed = batch.docked(), batch.failed()
+    estimates = {ligand: CoarseEstimate.model_validate(estimate) for ligand, estimate in coarse.items()}
+    refined = {result.ligand: result for result in map(FineResult.model_validate, fine)}
+    md: dict[str, _Dynamics] = {}
+    for segment in map(Segment.model_validate, segments):
+        earlier = md.get(segment.ligand, _Dynamics(False, 0.0))
+        md[segment.ligand] = _Dynamics(earlier.left_pocket or segment.left_pocket,
+                                       max(earlier.ligand_rmsd_max, segment.ligand_rmsd_max))
+    left = {ligand for ligand, dynamics in md.items() if dynamics.left_pocket}
+    finalists = [ligand for ligand in scored if ligand in md or ligand in estimates]
+    by_docking = sorted(scored, key=lambda ligand: scored[ligand].score)
     undocked = sorted((ligand for ligand in predicted if ligand not in docked), key=lambda ligand: predicted[ligand][0])
     after_s1 = [*by_docking, *undocked]
-    s3_order = _final_order(finalists, coarse, refined, left)
+    s3_order = _final_order(finalists, estimates, refined, left)
     after_s3 = [*s3_order, *(ligand for ligand in after_s1 if ligand not in set(s3_order))]
 
     with atomic_write(RANKING_CSV, newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(COLUMNS)
         for position, ligand in enumerate([*after_s3, *sorted(failed)], start=1):
-            entry = docked.get(ligand, {})
+            entry = batch.root.get(ligand)
             mean, std = predicted.get(ligand, (None, None))
-            estimate, finer, dynamics = coarse.get(ligand, {}), refined.get(ligand, {}), md.get(ligand, {})
+            dynamics = md.get(ligand)
             writer.writerow([
-                "" if ligand in failed else position, ligand, entry.get("smiles", ""),
-                ligand.startswith(known_prefix), ligand in s3_order, _number(entry.get("score")), _number(mean),
-                _number(std), dynamics.get("left_pocket", ""), _number(dynamics.get("ligand_rmsd_max")),
-                _number(estimate.get("dg_mean")), _number(estimate.get("ci_low")), _number(estimate.get("ci_high")),
-                _number(finer.get("dg")), _number(finer.get("dg_err")), entry.get("error", ""),
+                "" if ligand in failed else position, ligand, "" if entry is None else entry.smiles,
+                ligand.startswith(known_prefix), ligand in s3_order, *_numbers(scored.get(ligand), "score"),
+                _number(mean), _number(std), "" if dynamics is None else dynamics.left_pocket,
+                *_numbers(dynamics, "ligand_rmsd_max"),
+                *_numbers(estimates.get(ligand), "dg_mean", "ci_low", "ci_high"),
+                *_numbers(refined.get(ligand), "dg", "dg_err"), failed[ligand].error if ligand in failed else "",
             ])
 
     # Failed molecules belong to the library too: last in every order, as a campaign would leave them.
     unranked = sorted(failed)
     molecules = set(after_s1) | set(failed)
     actives = {ligand for ligand in molecules if ligand.startswith(known_prefix)}
-    return {
-        "molecules": len(molecules),
-        "docked": len(scored),
-        "failed": len(failed),
-        "finalists": [
-            {"ligand": ligand, "smiles": scored[ligand].get("smiles", ""), "docking_score": scored[ligand]["score"],
-             "left_pocket": md.get(ligand, {}).get("left_pocket"),
-             "s3cg": coarse.get(ligand), "s3fg": refined.get(ligand)}
+    return RankingOutcome(
+        molecules=len(molecules),
+        docked=len(scored),
+        failed=len(failed),
+        finalists=[
+            Finalist(ligand=ligand, smiles=scored[ligand].smiles, docking_score=scored[ligand].score,
+                     left_pocket=md[ligand].left_pocket if ligand in md else None,
+                     s3cg=estimates.get(ligand), s3fg=refined.get(ligand))
             for ligand in s3_order
         ],
-        "enrichment": {
-            "fraction": fraction,
-            "after_s1": order_enrichment(after_s1, unranked, actives, fraction),
-            "after_s3": order_enrichment(after_s3, unranked, actives, fraction),
-            "known": len(actives),
-            "known_finalists": sum(ligand in actives for ligand in s3_order),
-        },
-        "known_ranks": {ligand: [after_s1.index(ligand) + 1 if ligand in after_s1 else None,
-                                 after_s3.index(ligand) + 1 if ligand in after_s3 else None]
-                        for ligand in sorted(actives)},
-    }
+        enrichment=Enrichment(
+            fraction=fraction,
+            after_s1=order_enrichment(after_s1, unranked, actives, fraction),
+            after_s3=order_enrichment(after_s3, unranked, actives, fraction),
+            known=len(actives),
+            known_finalists=sum(ligand in actives for ligand in s3_order),
+        ),
+        known_ranks={ligand: (after_s1.index(ligand) + 1 if ligand in after_s1 else None,
+                              after_s3.index(ligand) + 1 if ligand in after_s3 else None)
+                     for ligand in sorted(actives)},
+    ).model_dump(mode="json")

@@ -32,7 +32,7 @@ import io
 import json
 import re
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
@@ -52,6 +52,7 @@ from mummi_like import (
 )
 from mummi_scales.drug_discovery import data
 from mummi_scales.drug_discovery.docking import DockingSettings, dock_batch, dock_payload
+from mummi_scales.drug_discovery.results import DockingBatch, SurrogateRound
 from mummi_scales.drug_discovery.surrogate import (
     PREDICTIONS,
     SCORES,
@@ -66,7 +67,7 @@ from mummi_scales.generic.parameters import builtin_values, configured_env
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-    from mummi_like.store import Store, TaskRecord
+    from mummi_like import CampaignView
 
 RECORD_FUNCTION = "mummi_scales.drug_discovery.active_docking:dock_and_record"
 """What the dock tasks call."""
@@ -111,9 +112,9 @@ class ActiveDockingConfig(DockingSettings, ActiveLearningConfig):
 class ActiveDockingScale(Scale):
     """Dock what a surrogate chooses, round after round, from a library drawn once (see the module's docstring).
 
-    Dock task values: ligand id -> ``{"score", "poses", "smiles"}`` or
-    ``{"error", "smiles"}`` (the ``docking`` scale's schema). Training task
-    values: see :func:`~mummi_scales.drug_discovery.surrogate.train_and_acquire`.
+    Dock task values are :class:`~mummi_scales.drug_discovery.results.DockingBatch`
+    (the ``docking`` scale's schema), training task values
+    :class:`~mummi_scales.drug_discovery.results.SurrogateRound`.
     """
 
     config_model: ClassVar[type[ActiveDockingConfig]] = ActiveDockingConfig
@@ -213,17 +214,18 @@ class ActiveDockingScale(Scale):
 
     def on_result(self, task: TaskSpec, result: TaskResult) -> list[TaskSpec]:
         """After a training task: the next round from the molecules it chose, unless it said stop."""
-        if task.labels.get("stage") != TRAIN or not isinstance(result.value, dict):
+        if task.labels.get("stage") != TRAIN:
             return []
-        value = result.value
-        if value.get("stop") or not value.get("next"):
+        trained = SurrogateRound.model_validate(result.value)
+        if trained.stop or not trained.next:
             return []
         assert isinstance(task.payload, CallablePayload)
         earlier = task.payload.kwargs
-        overlap = value.get("topk_overlap")
+        overlap = trained.topk_overlap
         overlaps = [*earlier["overlaps"], *([] if overlap is None else [overlap])]  # type: ignore[misc]
         docks = earlier["dock_dirs"]
-        return self.round_tasks(int(value["round"]) + 1, value["next"], docks, overlaps)  # type: ignore[arg-type]
+        chosen: list[JsonValue] = [list(pair) for pair in trained.next]
+        return self.round_tasks(trained.round + 1, chosen, docks, overlaps)  # type: ignore[arg-type]
 
     def round_tasks(
         self, round_index: int, ligands: list[JsonValue], earlier_docks: list[JsonValue], overlaps: list[JsonValue]
@@ -294,30 +296,23 @@ class ActiveDockingScale(Scale):
         )
 
     @classmethod
-    def report_sections(cls, store: Store, scale_name: str | None) -> list[ReportSection]:
+    def report_sections(cls, view: CampaignView, scale_name: str) -> list[ReportSection]:
         """Docking score histogram, surrogate parity on the last round's held-out molecules, and learning curve."""
-        if scale_name is None:
-            return []
-        from mummi_like import TaskState
-
-        done = store.tasks(states=[TaskState.DONE], scale=scale_name)
-        docks = [record for record in done if record.spec.labels.get("stage") == DOCK]
-        trains = sorted(
-            (record for record in done if record.spec.labels.get("stage") == TRAIN and isinstance(record.value, dict)),
-            key=lambda record: int(record.value["round"]),
-        )
+        docks = [DockingBatch.model_validate(task.value) for task in view.done(scale_name, stage=DOCK)]
+        rounds = sorted(((SurrogateRound.model_validate(task.value), task.workdir)
+                         for task in view.done(scale_name, stage=TRAIN)), key=lambda pair: pair[0].round)
         sections = [_histogram(docks)]
-        if trains:
-            last = trains[-1]
-            predictions = store.path.parent / last.spec.workdir / PREDICTIONS
-            if predictions.is_file():
-                sections.append(_parity(load_predictions(predictions), last.value))
-            sections.append(_learning_curve(trains))
+        if rounds:
+            last, workdir = rounds[-1]
+            if (workdir / PREDICTIONS).is_file():
+                sections.append(_parity(load_predictions(workdir / PREDICTIONS), last))
+            sections.append(_learning_curve([trained for trained, _ in rounds]))
         return sections
 
 
-def dock_and_record(**kwargs: JsonValue) -> dict[str, dict[str, float | str]]:
-    """:func:`~mummi_scales.drug_discovery.docking.dock_batch` (same arguments and value), plus a :data:`SCORES` copy of the value.
+def dock_and_record(**kwargs: JsonValue) -> dict[str, JsonValue]:
+    """:func:`~mummi_scales.drug_discovery.docking.dock_batch` (same arguments and value), plus a :data:`SCORES`
+    copy of the value.
 
     The copy lets training tasks read every docking result from the task
     folders alone; it is written atomically, so a training task never reads
@@ -334,21 +329,9 @@ def _figure(width: float, height: float) -> Figure:
     return Figure(figsize=(width, height), layout="constrained")
 
 
-def _histogram(docks: Sequence[TaskRecord]) -> ReportSection:
-    scores = {
-        ligand_id: float(result["score"])
-        for record in docks
-        if isinstance(record.value, dict)
-        for ligand_id, result in record.value.items()
-        if isinstance(result, dict) and isinstance(result.get("score"), int | float)
-    }
-    failed = sum(
-        1
-        for record in docks
-        if isinstance(record.value, dict)
-        for result in record.value.values()
-        if isinstance(result, dict) and "error" in result
-    )
+def _histogram(docks: Sequence[DockingBatch]) -> ReportSection:
+    scores = {ligand_id: result.score for batch in docks for ligand_id, result in batch.docked().items()}
+    failed = sum(len(batch.failed()) for batch in docks)
     figure = _figure(7, 3.4)
     ax = figure.subplots()
     if scores:
@@ -366,7 +349,7 @@ def _histogram(docks: Sequence[TaskRecord]) -> ReportSection:
     return ReportSection("Docking score distribution", figure=figure, text=text)
 
 
-def _parity(predictions: dict[str, np.ndarray], value: dict[str, JsonValue]) -> ReportSection:
+def _parity(predictions: Mapping[str, np.ndarray], trained: SurrogateRound) -> ReportSection:
     out = predictions["held_out"].astype(bool)
     truth, predicted, spread = predictions["score"][out], predictions["mean"][out], predictions["std"][out]
     figure = _figure(4.6, 4.2)
@@ -377,19 +360,19 @@ def _parity(predictions: dict[str, np.ndarray], value: dict[str, JsonValue]) -> 
         ax.plot([low, high], [low, high], color="grey", linestyle="--", linewidth=1)
     ax.set_xlabel("docked score (kcal/mol)")
     ax.set_ylabel("surrogate mean ± std (kcal/mol)")
-    r2, rho = value.get("r2"), value.get("spearman")
-    ax.set_title(f"Held-out molecules, round {value['round']}")
+    r2, rho = trained.r2, trained.spearman
+    ax.set_title(f"Held-out molecules, round {trained.round}")
     text = (
-        f"{int(out.sum())} held-out molecules of round {value['round']} (never trained on): "
+        f"{int(out.sum())} held-out molecules of round {trained.round} (never trained on): "
         f"R^2 = {'n/a' if r2 is None else f'{r2:.2f}'}, Spearman = {'n/a' if rho is None else f'{rho:.2f}'}."
     )
     return ReportSection("Surrogate parity", figure=figure, text=text)
 
 
-def _learning_curve(trains: Sequence[TaskRecord]) -> ReportSection:
-    calls = [int(record.value["docked"]) for record in trains]
-    r2 = [np.nan if record.value.get("r2") is None else float(record.value["r2"]) for record in trains]
-    best = [np.nan if record.value.get("best_score") is None else record.value["best_score"] for record in trains]
+def _learning_curve(trains: Sequence[SurrogateRound]) -> ReportSection:
+    calls = [trained.docked for trained in trains]
+    r2 = [np.nan if trained.r2 is None else trained.r2 for trained in trains]
+    best = [np.nan if trained.best_score is None else trained.best_score for trained in trains]
     figure = _figure(7, 3.4)
     left, right = figure.subplots(1, 2)
     left.plot(calls, r2, marker="o", color="#2a9d8f")
@@ -402,6 +385,6 @@ def _learning_curve(trains: Sequence[TaskRecord]) -> ReportSection:
     right.set_title("Best molecule so far")
     for ax in (left, right):
         ax.grid(alpha=0.3)
-    stop = trains[-1].value.get("stop")
+    stop = trains[-1].stop
     text = f"{len(trains)} round(s); {'stopped: ' + stop if stop else 'not stopped yet'}."
     return ReportSection("Active-learning curve", figure=figure, text=text)

@@ -71,8 +71,7 @@ summary's stream (``stream: "**/estimates.h5md"``, ``feature: estimate``):
 ``ligands.json`` next to the stream, writes the frame's complex conformation as
 :data:`~mummi_scales.drug_discovery.mmgbsa.START` into the task's working directory and
 returns a task (label ``ligand``) that runs :func:`run_alchemical`, whose value
-is ``{"ligand", "dg", "dg_err", "method", "windows", "seconds", "coarse",
-"legs", "restraint_correction"}``.
+is a :class:`~mummi_scales.drug_discovery.results.FineResult`.
 """
 
 from __future__ import annotations
@@ -92,14 +91,14 @@ from pydantic import Field, JsonValue, model_validator
 from mummi_like import PromotedFrame, Scale, TaskSpec, atomic_write_text
 from mummi_scales.drug_discovery.complexes import PreparedComplex, build_system, load_complex, md_platform
 from mummi_scales.drug_discovery.mmgbsa import ESTIMATE, LIGANDS_JSON, START, read_start, write_start
+from mummi_scales.drug_discovery.results import FineResult, LegResult
 from mummi_scales.generic.parameters import ParameterizedConfig, callable_task, campaign_root
 
 if TYPE_CHECKING:
     import openmm
     from openmmtools import states
 
-    from mummi_like import ReportSection
-    from mummi_like.store import Store
+    from mummi_like import CampaignView, ReportSection
 
 RUN_FUNCTION = "mummi_scales.drug_discovery.alchemical:run_alchemical"
 """What every task of the scale calls."""
@@ -398,6 +397,7 @@ def run_alchemical(
     Returns
     -------
     dict
+        A dumped :class:`~mummi_scales.drug_discovery.results.FineResult`:
         ``ligand``, ``dg`` and ``dg_err`` (kcal/mol), ``method``, ``windows``
         (both legs together), ``seconds``, ``coarse``, ``legs`` (each leg's
         ``dg``, ``dg_err``, ``windows``, ``iterations``, ``seconds``) and
@@ -427,21 +427,20 @@ def run_alchemical(
         "complex": (complex_system, positions, ligand_atoms, complex_schedule, (_pocket(prepared), restraint_k)),
         "solvent": (ligand_system, positions[ligand_atoms], range(len(ligand_atoms)), solvent_schedule, None),
     }
-    legs: dict[str, dict[str, Any]] = {}
+    legs: dict[str, LegResult] = {}
     for leg, (system, start_positions, alchemical, schedule, restraint) in runs.items():
         try:
-            legs[leg] = run_leg(system, start_positions, alchemical, schedule, storage=Path(f"{leg}.nc"),
-                                restraint=restraint, **sampling)
+            legs[leg] = LegResult.model_validate(run_leg(system, start_positions, alchemical, schedule,
+                                                         storage=Path(f"{leg}.nc"), restraint=restraint, **sampling))
         except ValueError as error:
             raise ValueError(f"ligand {ligand}, {leg} leg: {error}") from error
     correction = restraint_correction(restraint_k, temperature)
-    dg = legs["solvent"]["dg"] - legs["complex"]["dg"] - correction
-    dg_err = math.hypot(legs["complex"]["dg_err"], legs["solvent"]["dg_err"])
-    value: dict[str, JsonValue] = {
-        "ligand": ligand, "dg": dg, "dg_err": dg_err, "method": METHOD,
-        "windows": len(complex_schedule) + len(solvent_schedule), "seconds": time.perf_counter() - began,
-        "coarse": coarse, "legs": legs, "restraint_correction": correction,  # type: ignore[dict-item]
-    }
+    value = FineResult(
+        ligand=ligand, dg=legs["solvent"].dg - legs["complex"].dg - correction,
+        dg_err=math.hypot(legs["complex"].dg_err, legs["solvent"].dg_err), method=METHOD,
+        windows=len(complex_schedule) + len(solvent_schedule), seconds=time.perf_counter() - began,
+        coarse=coarse, legs=legs, restraint_correction=correction,
+    ).model_dump(mode="json")
     document = {**value, "schedules": {"complex": complex_schedule, "solvent": solvent_schedule},
                 "units": "kcal/mol", "restraint_k": restraint_k, "pocket_atoms": _pocket(prepared)}
     atomic_write_text(RESULTS, json.dumps(document, indent=1))
@@ -524,23 +523,22 @@ class AlchemicalScale(Scale):
         )
 
     @classmethod
-    def report_sections(cls, store: Store, scale_name: str | None) -> list[ReportSection]:
+    def report_sections(cls, view: CampaignView, scale_name: str) -> list[ReportSection]:
         """Coarse (S3-CG MM/GBSA) against fine (alchemical) estimates of the promoted ligands."""
         from matplotlib.figure import Figure
 
-        from mummi_like import ReportSection, TaskState
+        from mummi_like import ReportSection
 
-        results = [record.value for record in store.tasks(states=[TaskState.DONE], scale=scale_name)
-                   if isinstance(record.value, dict) and "dg" in record.value]
+        results = sorted((FineResult.model_validate(task.value) for task in view.done(scale_name)),
+                         key=lambda value: value.dg)
         if not results:
             return [ReportSection("Alchemical estimates (S3-FG)", text="No alchemical run has finished yet.")]
-        results.sort(key=lambda value: value["dg"])
         cells = []
         for value in results:
-            coarse = value.get("coarse") or {}
-            cells.append((value["ligand"], f"{value['dg']:.2f} ± {value['dg_err']:.2f}",
-                          f"{coarse['dg_mean']:.2f} [{coarse['ci_low']:.2f}, {coarse['ci_high']:.2f}]"
-                          if coarse else "", str(value["windows"]), f"{value['seconds']:.0f}"))
+            coarse = value.coarse
+            cells.append((value.ligand, f"{value.dg:.2f} ± {value.dg_err:.2f}",
+                          f"{coarse.dg_mean:.2f} [{coarse.ci_low:.2f}, {coarse.ci_high:.2f}]"
+                          if coarse else "", str(value.windows), f"{value.seconds:.0f}"))
         header = "".join(f"<th>{name}</th>" for name in (
             "ligand", "alchemical dG (kcal/mol)", "MM/GBSA dG [CI] (kcal/mol)", "windows", "seconds"))
         rows = "".join("<tr>" + "".join(f"<td>{html.escape(cell)}</td>" for cell in row) + "</tr>" for row in cells)
@@ -548,17 +546,16 @@ class AlchemicalScale(Scale):
                 "of kcal/mol below the free energies: compare the orders, not the numbers.")
         sections = [ReportSection("Alchemical estimates (S3-FG)", text=text,
                                   html=f"<table><tr>{header}</tr>{rows}</table>")]
-        paired = [value for value in results if value.get("coarse")]
+        paired = [(value, value.coarse) for value in results if value.coarse is not None]
         if paired:
             figure = Figure(figsize=(5, 4.5))
             axes = figure.add_subplot()
-            coarse = np.array([[value["coarse"]["dg_mean"], value["coarse"]["ci_low"], value["coarse"]["ci_high"]]
-                               for value in paired])
-            axes.errorbar(coarse[:, 0], [value["dg"] for value in paired],
+            coarse = np.array([[estimate.dg_mean, estimate.ci_low, estimate.ci_high] for _, estimate in paired])
+            axes.errorbar(coarse[:, 0], [value.dg for value, _ in paired],
                           xerr=np.clip([coarse[:, 0] - coarse[:, 1], coarse[:, 2] - coarse[:, 0]], 0, None),
-                          yerr=[value["dg_err"] for value in paired], fmt="o", capsize=3)
-            for value in paired:
-                axes.annotate(value["ligand"], (value["coarse"]["dg_mean"], value["dg"]), fontsize="small",
+                          yerr=[value.dg_err for value, _ in paired], fmt="o", capsize=3)
+            for value, estimate in paired:
+                axes.annotate(value.ligand, (estimate.dg_mean, value.dg), fontsize="small",
                               xytext=(4, 4), textcoords="offset points")
             axes.set_xlabel("S3-CG MM/GBSA dG (kcal/mol)")
             axes.set_ylabel("S3-FG alchemical dG (kcal/mol)")

@@ -2,9 +2,9 @@
 
 The finalists of docking are known only when docking is over, so the scale has
 no task at the start: :meth:`ComplexMDScale.on_upstream_done` reads the
-finished dock tasks upstream (their values map ligand ids to
-``{"score", "poses", "smiles"}``), keeps the ``top_k`` best scores and, per
-finalist, makes
+finished dock tasks upstream (their values are
+:class:`~mummi_scales.drug_discovery.results.DockingBatch`), keeps the
+``top_k`` best scores and, per finalist, makes
 
 - ``<scale>.<ligand>.prep`` (label ``stage: prep``): :func:`prepare`, which
   builds the Amber complex with :func:`mummi_scales.drug_discovery.complexes.prepare_complex`
@@ -52,11 +52,11 @@ from mummi_scales.drug_discovery.complexes import (
     prepare_complex,
     simulate,
 )
+from mummi_scales.drug_discovery.results import ComplexPrep, DockingBatch, Segment, parse_as
 from mummi_scales.generic.parameters import ParameterizedConfig, callable_task, campaign_root
 
 if TYPE_CHECKING:
-    from mummi_like import ReportSection
-    from mummi_like.store import Store
+    from mummi_like import CampaignView, ReportSection
 
 PREPARE_FUNCTION = "mummi_scales.drug_discovery.complex_md:prepare"
 SEGMENT_FUNCTION = "mummi_scales.drug_discovery.complex_md:run_segment"
@@ -154,9 +154,10 @@ class ComplexMDScale(Scale):
     def on_upstream_done(self, upstream: Mapping[str, list[DoneTask]]) -> list[TaskSpec]:
         """A prep task and a first segment for each of the ``top_k`` best-scored docked ligands.
 
-        Dock tasks are recognised by their values (ligand id -> ``{"score",
-        "poses"}``); other upstream tasks (surrogate trainings) and ligands that
-        failed to dock are skipped. A ligand docked more than once keeps its
+        Dock tasks are recognised by their values (a
+        :class:`~mummi_scales.drug_discovery.results.DockingBatch`); other
+        upstream tasks (surrogate trainings) and ligands that failed to dock
+        are skipped. A ligand docked more than once keeps its
         best score. Ties break by ligand id, so the choice is reproducible.
 
         Raises
@@ -168,11 +169,14 @@ class ComplexMDScale(Scale):
         best: dict[str, tuple[float, str, str]] = {}
         dock_tasks = 0
         for done in (task for tasks in upstream.values() for task in tasks):
-            entries = _docked(done.value)
-            dock_tasks += entries is not None
-            for ligand, entry in (entries or {}).items():
-                pose = f"{done.spec.workdir}/{entry['poses']}"
-                candidate = (float(entry["score"]), pose, str(entry.get("smiles", "")))
+            batch = parse_as(DockingBatch, done.value)
+            if batch is None or not batch.root:  # a dock task docks one ligand or more
+                continue
+            dock_tasks += 1
+            for ligand, entry in batch.docked().items():
+                if not math.isfinite(entry.score):
+                    continue
+                candidate = (entry.score, f"{done.spec.workdir}/{entry.poses}", entry.smiles)
                 if ligand not in best or candidate[0] < best[ligand][0]:
                     best[ligand] = candidate
         if not dock_tasks and any(upstream.values()):
@@ -245,29 +249,27 @@ class ComplexMDScale(Scale):
         }, {"stage": MD, "ligand": segment["ligand"], **labels})
 
     @classmethod
-    def report_sections(cls, store: Store, scale_name: str | None) -> list[ReportSection]:
+    def report_sections(cls, view: CampaignView, scale_name: str) -> list[ReportSection]:
         """Ligand RMSD and contacts over time per segment, coloured by ligand, and a table of who left the pocket."""
         from matplotlib.figure import Figure
 
-        from mummi_like import ReportSection, TaskState
+        from mummi_like import ReportSection
 
-        segments = [record for record in store.tasks(states=[TaskState.DONE], scale=scale_name)
-                    if record.spec.labels.get("stage") == MD and isinstance(record.value, dict)]
-        if not segments:
+        done = view.done(scale_name, stage=MD)
+        if not done:
             return [ReportSection("Adaptive MD of the finalists (S2)",
                                   text="No segment has finished yet (or docking is still running).")]
-        ligands = sorted({record.value["ligand"] for record in segments})
+        segments = [Segment.model_validate(task.value) for task in done]
+        ligands = sorted({segment.ligand for segment in segments})
         colours = {ligand: f"C{index % 10}" for index, ligand in enumerate(ligands)}
         figure = Figure(figsize=(8, 5.5))
         rmsd_axes, contact_axes = figure.subplots(2, 1, sharex=True)
-        for record in segments:
-            value = record.value
-            times = np.asarray(value["times"])
-            label = value["ligand"] if record.id.endswith(".md000") else None
-            style = "-" if value.get("start_frame") is None else ":"
-            rmsd_axes.plot(times, value["ligand_rmsd"], style, color=colours[value["ligand"]], label=label)
-            contact_axes.plot(times, value["contacts"], style, color=colours[value["ligand"]])
-        threshold = segments[0].value["leave_pocket_rmsd"]
+        for task, segment in zip(done, segments, strict=True):
+            label = segment.ligand if task.spec.id.endswith(".md000") else None
+            style = "-" if segment.start_frame is None else ":"
+            rmsd_axes.plot(segment.times, segment.ligand_rmsd, style, color=colours[segment.ligand], label=label)
+            contact_axes.plot(segment.times, segment.contacts, style, color=colours[segment.ligand])
+        threshold = segments[0].leave_pocket_rmsd
         rmsd_axes.axhline(threshold, color="grey", linestyle="--", linewidth=0.8)
         rmsd_axes.set_ylabel("ligand RMSD (A)")
         contact_axes.set_ylabel("protein atoms < 4 A")
@@ -277,14 +279,14 @@ class ComplexMDScale(Scale):
 
         rows, left = [], 0
         for ligand in ligands:
-            mine = [record.value for record in segments if record.value["ligand"] == ligand]
-            left += any(value["left_pocket"] for value in mine)
+            mine = [segment for segment in segments if segment.ligand == ligand]
+            left += any(segment.left_pocket for segment in mine)
             rows.append("<tr>" + "".join(f"<td>{html.escape(str(cell))}</td>" for cell in (
-                ligand, f"{mine[0]['docking_score']:.2f}", len(mine),
-                f"{max(value['ligand_rmsd_max'] for value in mine):.2f}",
-                f"{np.mean([value['ligand_rmsd_final'] for value in mine]):.2f}",
-                "yes" if any(value["left_pocket"] for value in mine) else "no",
-                f"{np.mean([value['ns_per_day'] for value in mine]):.2f}", mine[0]["atoms"])) + "</tr>")
+                ligand, f"{mine[0].docking_score:.2f}", len(mine),
+                f"{max(segment.ligand_rmsd_max for segment in mine):.2f}",
+                f"{np.mean([segment.ligand_rmsd_final for segment in mine]):.2f}",
+                "yes" if any(segment.left_pocket for segment in mine) else "no",
+                f"{np.mean([segment.ns_per_day for segment in mine]):.2f}", mine[0].atoms)) + "</tr>")
         header = "".join(f"<th>{name}</th>" for name in (
             "ligand", "docking score", "segments", "max RMSD (A)", "mean final RMSD (A)", "left pocket",
             "ns/day", "atoms"))
@@ -292,17 +294,6 @@ class ComplexMDScale(Scale):
                 f"{threshold:g} A after superposing the pocket C-alphas).")
         return [ReportSection("Adaptive MD of the finalists (S2)", figure=figure, text=text,
                               html=f"<table><tr>{header}</tr>{''.join(rows)}</table>")]
-
-
-def _docked(value: JsonValue) -> dict[str, dict[str, Any]] | None:
-    """The successfully docked ligands of a dock task's value; None when the value is not a dock task's."""
-    if not isinstance(value, dict) or not value or not all(isinstance(entry, dict) for entry in value.values()):
-        return None
-    if not all("score" in entry or "error" in entry for entry in value.values()):
-        return None
-    return {ligand: entry for ligand, entry in value.items()
-            if isinstance(entry.get("score"), int | float) and math.isfinite(entry["score"])
-            and isinstance(entry.get("poses"), str)}
 
 
 def prepare(
@@ -334,6 +325,7 @@ def prepare(
     Returns
     -------
     dict
+        A dumped :class:`~mummi_scales.drug_discovery.results.ComplexPrep`:
         ``ligand``, ``smiles``, ``docking_score``, ``complex`` (folder relative
         to the campaign directory), ``net_charge``, ``atoms``,
         ``parameterization_seconds`` (antechamber and parmchk2 when the ligand
@@ -350,11 +342,11 @@ def prepare(
     prepared = prepare_complex(ligand, smiles, base / pose, target, base / complex, pocket_radius=pocket_radius,
                                cache=base / cache, feature_radius=feature_radius)
     details = json.loads((prepared.folder / COMPLEX_JSON).read_text())
-    return {
-        "ligand": ligand, "smiles": smiles, "docking_score": docking_score, "complex": complex,
-        "net_charge": prepared.net_charge, "atoms": details["atoms"],
-        "parameterization_seconds": details["parameterization_seconds"], "seconds": time.perf_counter() - began,
-    }
+    return ComplexPrep(
+        ligand=ligand, smiles=smiles, docking_score=docking_score, complex=complex, net_charge=prepared.net_charge,
+        atoms=details["atoms"], parameterization_seconds=details["parameterization_seconds"],
+        seconds=time.perf_counter() - began,
+    ).model_dump(mode="json")
 
 
 def run_segment(
@@ -404,6 +396,7 @@ def run_segment(
     Returns
     -------
     dict
+        A dumped :class:`~mummi_scales.drug_discovery.results.Segment`:
         ``ligand``, ``smiles``, ``docking_score``, ``complex``, ``trajectory``
         (relative to the campaign directory), ``start_frame``, ``frames``,
         ``times`` (ps in the segment), ``ligand_rmsd`` (angstrom) and
@@ -427,12 +420,11 @@ def run_segment(
                    cutoff=cutoff, hydrogen_mass=hydrogen_mass, friction=friction, restraint_k=restraint_k,
                    minimize_iterations=minimize_iterations)
     rmsd = run["ligand_rmsd"]
-    return {
-        "ligand": ligand, "smiles": smiles, "docking_score": docking_score, "complex": complex,
-        "trajectory": f"{workdir}/{TRAJECTORY}", "start_frame": start_frame, "frames": run["frames"],
-        "times": [(index + 1) * report_interval * timestep for index in range(run["frames"])],
-        "ligand_rmsd": rmsd, "contacts": run["contacts"],
-        "ligand_rmsd_max": max(rmsd), "ligand_rmsd_final": rmsd[-1],
-        "left_pocket": max(rmsd) > leave_pocket_rmsd, "leave_pocket_rmsd": leave_pocket_rmsd,
-        "ns_per_day": run["ns_per_day"], "atoms": run["atoms"],
-    }
+    return Segment(
+        ligand=ligand, smiles=smiles, docking_score=docking_score, complex=complex,
+        trajectory=f"{workdir}/{TRAJECTORY}", start_frame=start_frame, frames=run["frames"],
+        times=[(index + 1) * report_interval * timestep for index in range(run["frames"])],
+        ligand_rmsd=rmsd, contacts=run["contacts"], ligand_rmsd_max=max(rmsd), ligand_rmsd_final=rmsd[-1],
+        left_pocket=max(rmsd) > leave_pocket_rmsd, leave_pocket_rmsd=leave_pocket_rmsd,
+        ns_per_day=run["ns_per_day"], atoms=run["atoms"],
+    ).model_dump(mode="json")

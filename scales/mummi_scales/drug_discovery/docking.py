@@ -33,6 +33,7 @@ from pydantic import Field, JsonValue, PositiveFloat, model_validator
 
 from mummi_like import CallablePayload, TaskSpec
 from mummi_scales.drug_discovery import data
+from mummi_scales.drug_discovery.results import DockedLigand, DockingBatch, FailedLigand
 from mummi_scales.generic.parameters import ParameterizedConfig, ParameterizedScale, ParameterSpace, Scalar
 
 if TYPE_CHECKING:
@@ -130,8 +131,7 @@ class DockingScale(ParameterizedScale):
     """Dock a seeded library sample (and the known ligands) into a dockstring target, one batch per task.
 
     Task ids are ``<scale>.<batch>`` with the label ``param.batch``; a task's
-    result maps each ligand id to ``{"score": kcal/mol, "poses": sdf path relative to the task's workdir,
-    "smiles": input}`` or ``{"error": "<step>: <reason>", "smiles": input}`` (see :func:`dock_batch`).
+    result is a :class:`~mummi_scales.drug_discovery.results.DockingBatch` (see :func:`dock_batch`).
     """
 
     config_model: ClassVar[type[DockingConfig]] = DockingConfig
@@ -369,7 +369,7 @@ def dock_batch(
     poses: int = 3,
     cpu: int = 1,
     max_evals: int = 0,
-) -> dict[str, dict[str, float | str]]:
+) -> dict[str, JsonValue]:
     """Dock each ``[id, smiles]`` of ``ligands`` into ``receptor``; a failing ligand is reported, never raised.
 
     The receptor's affinity maps are computed once for the batch. Vina is
@@ -400,9 +400,10 @@ def dock_batch(
     Returns
     -------
     dict
-        Ligand id -> ``{"score": best kcal/mol, "poses": sdf path relative to the working directory, "smiles":
-        input SMILES}`` or ``{"error": "<step>: <reason>", "smiles": input SMILES}``; the SMILES travels with
-        the score so that later stages (the surrogate, MD) need not look the ligand up again.
+        A dumped :class:`~mummi_scales.drug_discovery.results.DockingBatch`: ligand id -> ``{"score": best
+        kcal/mol, "poses": sdf path relative to the working directory, "smiles": input SMILES}`` or ``{"error":
+        "<step>: <reason>", "smiles": input SMILES}``; the SMILES travels with the score so that later stages
+        (the surrogate, MD) need not look the ligand up again.
     """
     from vina import Vina
 
@@ -411,7 +412,7 @@ def dock_batch(
     vina.compute_vina_maps(center=center, box_size=size)
     folder = Path(POSES)
     folder.mkdir(exist_ok=True)
-    results: dict[str, dict[str, float | str]] = {}
+    results: dict[str, DockedLigand | FailedLigand] = {}
     for ligand_id, smiles in ligands:
         try:
             pdbqt = ligand_pdbqt(prepare_ligand(smiles, seed), repr(smiles))
@@ -424,7 +425,7 @@ def dock_batch(
             path = folder / f"{ligand_id}.sdf"
             write_poses(vina.poses(n_poses=poses), ligand_id, scores, path)
         except LigandError as error:
-            results[ligand_id] = {"error": str(error), "smiles": smiles}
+            results[ligand_id] = FailedLigand(error=str(error), smiles=smiles)
             continue
-        results[ligand_id] = {"score": scores[0], "poses": str(path), "smiles": smiles}
-    return results
+        results[ligand_id] = DockedLigand(score=scores[0], poses=str(path), smiles=smiles)
+    return DockingBatch(results).model_dump(mode="json")

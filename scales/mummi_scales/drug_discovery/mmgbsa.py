@@ -35,9 +35,11 @@ Tasks
 scale acts in :meth:`MMGBSAScale.on_upstream_done`, which gets the finished S2
 segments (tasks labelled ``stage: md``) and makes, per ligand,
 ``<scale>.<ligand>.r00`` ... replica tasks (:func:`run_replica`, which writes
-:data:`RESULTS` and returns ``{"ligand", "replica", "dg_mean", "frames",
-"seconds"}``), and one ``<scale>.summary`` task (:func:`summarize`) that
-depends on all of them. The summary writes :data:`ESTIMATES_CSV`,
+:data:`RESULTS` and returns a
+:class:`~mummi_scales.drug_discovery.results.ReplicaResult`), and one
+``<scale>.summary`` task (:func:`summarize`, a
+:class:`~mummi_scales.drug_discovery.results.CoarseSummary`) that depends on
+all of them. The summary writes :data:`ESTIMATES_CSV`,
 :data:`LIGANDS_JSON` and the stream :data:`ESTIMATES_STREAM`: one frame per
 ligand with a representative complex conformation as positions and the
 observable :data:`ESTIMATE` = ``[dg_mean, dg_sem, ci_low, ci_high]`` (float32),
@@ -63,7 +65,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Self
 
 import numpy as np
-from pydantic import Field, JsonValue, model_validator
+from pydantic import Field, JsonValue, ValidationError, model_validator
 
 from mummi_like import DoneTask, Scale, TaskSpec, atomic_write, atomic_write_text, task_seed
 from mummi_scales.drug_discovery.complexes import (
@@ -76,13 +78,13 @@ from mummi_scales.drug_discovery.complexes import (
     md_platform,
     simulate,
 )
+from mummi_scales.drug_discovery.results import CoarseEstimate, CoarseSummary, ReplicaResult, Segment, problem
 from mummi_scales.generic.parameters import ParameterizedConfig, callable_task, campaign_root
 
 if TYPE_CHECKING:
     import openmm
 
-    from mummi_like import ReportSection
-    from mummi_like.store import Store
+    from mummi_like import CampaignView, ReportSection
 
 REPLICA_FUNCTION = "mummi_scales.drug_discovery.mmgbsa:run_replica"
 """What every replica task calls."""
@@ -328,10 +330,11 @@ def run_replica(
     Returns
     -------
     dict
+        A dumped :class:`~mummi_scales.drug_discovery.results.ReplicaResult`:
         ``ligand``, ``replica``, ``dg_mean`` (kcal/mol, mean over frames; None
         when the replica failed), ``frames`` (frames with energies),
-        ``seconds``, and ``error`` when the dynamics or an energy failed: a
-        recorded failure that the summary leaves out.
+        ``seconds``, and ``error`` (None, or why the dynamics or an energy
+        failed: a recorded failure that the summary leaves out).
 
     Raises
     ------
@@ -362,14 +365,11 @@ def run_replica(
     document = {"ligand": ligand, "replica": replica, "seed": seed, "units": "kcal/mol", "frames": frames,
                 "error": error}
     atomic_write_text(RESULTS, json.dumps(document, indent=1))
-    value: dict[str, JsonValue] = {
-        "ligand": ligand, "replica": replica,
-        "dg_mean": None if error or not frames else float(np.mean([frame["dg"] for frame in frames])),
-        "frames": len(frames), "seconds": time.perf_counter() - began,
-    }
-    if error:
-        value["error"] = error
-    return value
+    return ReplicaResult(
+        ligand=ligand, replica=replica,
+        dg_mean=None if error or not frames else float(np.mean([frame["dg"] for frame in frames])),
+        frames=len(frames), seconds=time.perf_counter() - began, error=error,
+    ).model_dump(mode="json")
 
 
 def bootstrap(replicas: Sequence[np.ndarray], samples: int, confidence: float,
@@ -443,6 +443,7 @@ def summarize(
     Returns
     -------
     dict
+        A dumped :class:`~mummi_scales.drug_discovery.results.CoarseSummary`:
         ``ligands``: id -> ``dg_mean``, ``dg_sem``, ``ci_low``, ``ci_high``,
         ``n_replicas``, ``n_frames``, ``failed_replicas``, ``smiles``,
         ``docking_score``, ``left_pocket``, ``complex`` (of the representative
@@ -453,7 +454,7 @@ def summarize(
 
     began = time.perf_counter()
     base = Path(root)
-    estimates: dict[str, dict[str, JsonValue]] = {}
+    estimates: dict[str, CoarseEstimate] = {}
     failed: dict[str, str] = {}
     representatives: list[np.ndarray] = []
     listed: list[dict[str, JsonValue]] = []
@@ -487,9 +488,10 @@ def summarize(
         listed.append({"ligand": ligand, "complex": best["complex"], "frame": frame_index,
                        "atoms": int(len(last.positions)), "smiles": entry["smiles"],
                        "representative": f"{best['workdir']}/{TRAJECTORY}:{len(best_dg) - 1}"})
-        estimates[ligand] = {"dg_mean": mean, "dg_sem": sem, "ci_low": low, "ci_high": high, **{
-            key: row[key] for key in ("n_replicas", "n_frames", "failed_replicas", "smiles", "docking_score",
-                                      "left_pocket")}, "complex": best["complex"], "frame": frame_index}
+        estimates[ligand] = CoarseEstimate(
+            dg_mean=mean, dg_sem=sem, ci_low=low, ci_high=high, complex=best["complex"], frame=frame_index, **{
+                key: row[key] for key in ("n_replicas", "n_frames", "failed_replicas", "smiles", "docking_score",
+                                          "left_pocket")})
         rows.append({**row, "dg_mean": mean, "dg_sem": sem, "ci_low": low, "ci_high": high})
 
     with atomic_write(ESTIMATES_CSV, newline="") as handle:
@@ -508,9 +510,9 @@ def summarize(
                 padded[: len(positions)] = positions
                 values = estimates[str(entry["ligand"])]
                 stream.write_frame(padded, step=index, time=float(index), observables={ESTIMATE: np.array(
-                    [values["dg_mean"], values["dg_sem"], values["ci_low"], values["ci_high"]], dtype=np.float32)})
-    return {"ligands": estimates, "failed": failed, "confidence": confidence,  # type: ignore[dict-item]
-            "seconds": time.perf_counter() - began}
+                    [values.dg_mean, values.dg_sem, values.ci_low, values.ci_high], dtype=np.float32)})
+    return CoarseSummary(ligands=estimates, failed=failed, confidence=confidence,
+                         seconds=time.perf_counter() - began).model_dump(mode="json")
 
 
 # ---------------------------------------------------------------- the scale
@@ -549,23 +551,22 @@ def spread(counts: Sequence[int], replicas: int) -> list[tuple[int, int]]:
     return [chosen[k % len(chosen)] for k in range(replicas)]
 
 
-def _segment_value(task: DoneTask) -> dict[str, Any]:
-    """The value of an S2 segment, checked for what this scale reads.
+def _segment_value(task: DoneTask) -> Segment:
+    """The value of an S2 segment.
 
     Raises
     ------
     ValueError
-        Naming the task, when the value lacks ``ligand``, ``complex`` or ``trajectory``.
+        Naming the task and what is wrong, when the value is not a complex-md segment's.
     """
-    value = task.value
-    missing = [key for key in ("ligand", "complex", "trajectory") if not isinstance(value, dict) or key not in value]
-    if missing:
+    try:
+        return Segment.model_validate(task.value)
+    except ValidationError as error:
         raise ValueError(
-            f"S2 task {task.spec.id} (stage: {MD_STAGE}) has no {', '.join(missing)} in its result; the mmgbsa "
-            "scale starts from complex-md segments, whose results carry the ligand, its complex folder and its "
-            "trajectory"
-        )
-    return value  # type: ignore[return-value]
+            f"S2 task {task.spec.id} (stage: {MD_STAGE}) did not return a complex-md segment ({problem(error)}); "
+            "the mmgbsa scale starts from complex-md segments, whose results carry the ligand, its complex folder "
+            "and its trajectory"
+        ) from None
 
 
 class MMGBSAScale(Scale):
@@ -613,16 +614,15 @@ class MMGBSAScale(Scale):
             )
         by_ligand: dict[str, list[DoneTask]] = {}
         for task in segments:
-            by_ligand.setdefault(str(_segment_value(task)["ligand"]), []).append(task)
+            by_ligand.setdefault(_segment_value(task).ligand, []).append(task)
 
         replicas: list[TaskSpec] = []
         entries: list[dict[str, JsonValue]] = []
         for ligand, ligand_segments in by_ligand.items():
             values = [_segment_value(task) for task in ligand_segments]
             entry: dict[str, JsonValue] = {
-                "ligand": ligand, "smiles": values[0].get("smiles", ""),
-                "docking_score": values[0].get("docking_score"),
-                "left_pocket": any(bool(value.get("left_pocket")) for value in values), "replicas": [],
+                "ligand": ligand, "smiles": values[0].smiles, "docking_score": values[0].docking_score,
+                "left_pocket": any(value.left_pocket for value in values), "replicas": [],
             }
             try:
                 made = self._replicas(ligand, ligand_segments, values)
@@ -637,12 +637,12 @@ class MMGBSAScale(Scale):
             return []
         summary_id = f"{self.context.name}.{SUMMARY}"
         summary = callable_task(self, self.config, summary_id, SUMMARY_FUNCTION, {
-            "root": campaign_root(self.workdir(summary_id)), "ligands": entries, "bootstrap_samples": self.config.bootstrap,
-            "confidence": self.config.confidence, "seed": self.config.seed,
+            "root": campaign_root(self.workdir(summary_id)), "ligands": entries,
+            "bootstrap_samples": self.config.bootstrap, "confidence": self.config.confidence, "seed": self.config.seed,
         }, {"stage": SUMMARY}, depends_on=[task.id for task in replicas])
         return [*replicas, summary]
 
-    def _replicas(self, ligand: str, segments: list[DoneTask], values: list[dict[str, Any]]) -> list[TaskSpec]:
+    def _replicas(self, ligand: str, segments: list[DoneTask], values: list[Segment]) -> list[TaskSpec]:
         """The replica tasks of one ligand, each with its start file written, from its S2 ``segments``.
 
         Raises
@@ -654,12 +654,12 @@ class MMGBSAScale(Scale):
         from mummi_like import read_frame
 
         root = self.context.campaign_dir
-        paths = [root / str(value["trajectory"]) for value in values]
+        paths = [root / value.trajectory for value in values]
         starts = spread([frame_count(path) for path in paths], self.config.replicas)
         replicas = []
         for number, (segment, index) in enumerate(starts):
             task_id = f"{self.context.name}.{ligand}.r{number:02d}"
-            complex_folder = str(values[segment]["complex"])
+            complex_folder = values[segment].complex
             frame = read_frame(paths[segment], index)
             prepared = load_complex(root / complex_folder)
             n_atoms = len(prepared.receptor_atoms) + len(prepared.ligand_atoms)
@@ -670,7 +670,7 @@ class MMGBSAScale(Scale):
                 )
             workdir = self.workdir(task_id)
             write_start(root / workdir, frame.positions, {
-                "trajectory": str(values[segment]["trajectory"]), "frame": index, "step": frame.step,
+                "trajectory": values[segment].trajectory, "frame": index, "step": frame.step,
                 "time": frame.time, "source_task": segments[segment].spec.id})
             replicas.append(callable_task(self, self.config, task_id, REPLICA_FUNCTION, {
                 "ligand": ligand, "complex": f"{campaign_root(workdir)}/{complex_folder}", "start": START,
@@ -682,40 +682,39 @@ class MMGBSAScale(Scale):
         return replicas
 
     @classmethod
-    def report_sections(cls, store: Store, scale_name: str | None) -> list[ReportSection]:
+    def report_sections(cls, view: CampaignView, scale_name: str) -> list[ReportSection]:
         """Each ligand's MM/GBSA estimate with its confidence interval, best first, as a figure and a table."""
         from matplotlib.figure import Figure
 
-        from mummi_like import ReportSection, TaskState
+        from mummi_like import ReportSection
 
-        summaries = [record for record in store.tasks(states=[TaskState.DONE], scale=scale_name)
-                     if record.spec.labels.get("stage") == SUMMARY and isinstance(record.value, dict)]
+        summaries = view.done(scale_name, stage=SUMMARY)
         if not summaries:
             return [ReportSection("MM/GBSA estimates (S3-CG)", text="No summary yet: the replicas are still running, "
                                   "or S2 has not finished.")]
-        value = summaries[-1].value
-        ligands = sorted(value["ligands"].items(), key=lambda item: item[1]["dg_mean"])
-        level = f"{100 * value['confidence']:g}%"
-        text = (f"{len(ligands)} ligand(s) with an estimate, {len(value['failed'])} without; dG = E(complex) - "
+        value = CoarseSummary.model_validate(summaries[-1].value)
+        ligands = sorted(value.ligands.items(), key=lambda item: item[1].dg_mean)
+        level = f"{100 * value.confidence:g}%"
+        text = (f"{len(ligands)} ligand(s) with an estimate, {len(value.failed)} without; dG = E(complex) - "
                 f"E(receptor) - E(ligand) in kcal/mol, no entropy term, {level} bootstrap interval over replicas "
                 f"and frames; table in {summaries[-1].spec.workdir}/{ESTIMATES_CSV}.")
         rows = "".join(
             "<tr>" + "".join(f"<td>{html.escape(str(cell))}</td>" for cell in (
-                ligand, f"{est['dg_mean']:.2f}", f"{est['dg_sem']:.2f}", f"[{est['ci_low']:.2f}, {est['ci_high']:.2f}]",
-                est["n_replicas"], est["n_frames"], "yes" if est["left_pocket"] else "no")) + "</tr>"
+                ligand, f"{est.dg_mean:.2f}", f"{est.dg_sem:.2f}", f"[{est.ci_low:.2f}, {est.ci_high:.2f}]",
+                est.n_replicas, est.n_frames, "yes" if est.left_pocket else "no")) + "</tr>"
             for ligand, est in ligands)
         header = "".join(f"<th>{name}</th>" for name in (
             "ligand", "dG (kcal/mol)", "SEM", f"{level} CI", "replicas", "frames", "left pocket in S2"))
         failed = "".join(f"<tr><td>{html.escape(ligand)}</td><td colspan='6'>{html.escape(reason)}</td></tr>"
-                         for ligand, reason in value["failed"].items())
+                         for ligand, reason in value.failed.items())
         sections = [ReportSection("MM/GBSA estimates (S3-CG)", text=text,
                                   html=f"<table><tr>{header}</tr>{rows}{failed}</table>")]
         if ligands:
             figure = Figure(figsize=(7, 0.35 * len(ligands) + 1.4))
             axes = figure.add_subplot()
-            means = np.array([est["dg_mean"] for _, est in ligands])
-            errors = np.array([[est["dg_mean"] - est["ci_low"] for _, est in ligands],
-                               [est["ci_high"] - est["dg_mean"] for _, est in ligands]])
+            means = np.array([est.dg_mean for _, est in ligands])
+            errors = np.array([[est.dg_mean - est.ci_low for _, est in ligands],
+                               [est.ci_high - est.dg_mean for _, est in ligands]])
             names = [ligand for ligand, _ in ligands]
             axes.errorbar(means, names, xerr=np.clip(errors, 0, None), fmt="o", capsize=3)
             axes.invert_yaxis()

@@ -42,10 +42,11 @@ from typing import Literal, Self
 
 import numpy as np
 import torch
-from pydantic import Field, JsonValue, model_validator
+from pydantic import Field, JsonValue, ValidationError, model_validator
 from torch import nn
 
 from mummi_like import StrictModel, atomic_write, seeded_uniform
+from mummi_scales.drug_discovery.results import DockedLigand, DockingBatch, FailedLigand, SurrogateRound, problem
 
 Acquisition = Literal["greedy", "ucb", "thompson", "random"]
 """How the next batch is chosen from the surrogate's predictions."""
@@ -554,7 +555,7 @@ def learn_round(
     )
 
 
-def read_scores(dock_dirs: Sequence[str]) -> dict[str, dict[str, JsonValue]]:
+def read_scores(dock_dirs: Sequence[str]) -> dict[str, DockedLigand | FailedLigand]:
     """Every ligand result the dock tasks in ``dock_dirs`` wrote to their :data:`SCORES` file.
 
     Raises
@@ -563,8 +564,10 @@ def read_scores(dock_dirs: Sequence[str]) -> dict[str, dict[str, JsonValue]]:
         Naming the dock task folder whose file is missing: the training task
         runs only after its dock tasks are done, so a missing file means the
         folder was moved or deleted.
+    ValueError
+        Naming the file, when it holds no docking batch.
     """
-    results: dict[str, dict[str, JsonValue]] = {}
+    results: dict[str, DockedLigand | FailedLigand] = {}
     for folder in dock_dirs:
         path = Path(folder) / SCORES
         if not path.is_file():
@@ -572,7 +575,12 @@ def read_scores(dock_dirs: Sequence[str]) -> dict[str, dict[str, JsonValue]]:
                 f"{path.resolve()} is missing: the dock task of that folder wrote no scores (was the folder moved or "
                 "deleted?); rerun the dock task or restore its folder"
             )
-        results.update(json.loads(path.read_text()))
+        try:
+            results.update(DockingBatch.model_validate(json.loads(path.read_text())).root)
+        except ValidationError as error:
+            raise ValueError(
+                f"{path.resolve()} holds no dock task's scores ({problem(error)}); rerun the dock task of that folder"
+            ) from None
     return results
 
 
@@ -618,8 +626,9 @@ def train_and_acquire(
     Returns
     -------
     dict
-        ``{"round", "docked", "labelled", "failed", "trained_on", "held_out", "r2", "spearman", "topk_overlap",
-        "best_score", "best_id", "stop", "next": [[id, smiles], ...], "seconds"}``.
+        A dumped :class:`~mummi_scales.drug_discovery.results.SurrogateRound`: ``round``, ``docked``,
+        ``labelled``, ``failed``, ``trained_on``, ``held_out``, ``r2``, ``spearman``, ``topk_overlap``,
+        ``best_score``, ``best_id``, ``stop``, ``next`` (``[[id, smiles], ...]``), ``seconds``.
     """
     start = time.perf_counter()
     torch.set_num_threads(threads)
@@ -638,8 +647,8 @@ def train_and_acquire(
     docked = np.zeros(len(ids), dtype=bool)
     for ligand_id, result in results.items():
         docked[position[ligand_id]] = True
-        if isinstance(result.get("score"), int | float) and math.isfinite(result["score"]):  # type: ignore[arg-type]
-            scores[position[ligand_id]] = float(result["score"])  # type: ignore[arg-type]
+        if isinstance(result, DockedLigand) and math.isfinite(result.score):
+            scores[position[ligand_id]] = result.score
     previous_top = None
     if previous is not None:
         with np.load(previous, allow_pickle=False) as saved:
@@ -659,22 +668,22 @@ def train_and_acquire(
         )
     labelled = ~np.isnan(scores)
     best = int(np.nanargmin(scores)) if labelled.any() else None
-    return {
-        "round": round_index,
-        "docked": int(docked.sum()),
-        "labelled": int(labelled.sum()),
-        "failed": int((docked & ~labelled).sum()),
-        "trained_on": int((labelled & ~found.held_out).sum()),
-        "held_out": int(found.held_out.sum()),
-        "r2": found.r2,
-        "spearman": found.spearman,
-        "topk_overlap": found.overlap,
-        "best_score": None if best is None else float(scores[best]),
-        "best_id": None if best is None else ids[best],
-        "stop": found.stop,
-        "next": [[ids[index], smiles[index]] for index in found.chosen],
-        "seconds": round(time.perf_counter() - start, 3),
-    }
+    return SurrogateRound(
+        round=round_index,
+        docked=int(docked.sum()),
+        labelled=int(labelled.sum()),
+        failed=int((docked & ~labelled).sum()),
+        trained_on=int((labelled & ~found.held_out).sum()),
+        held_out=int(found.held_out.sum()),
+        r2=found.r2,
+        spearman=found.spearman,
+        topk_overlap=found.overlap,
+        best_score=None if best is None else float(scores[best]),
+        best_id=None if best is None else ids[best],
+        stop=found.stop,
+        next=[(ids[index], smiles[index]) for index in found.chosen],
+        seconds=round(time.perf_counter() - start, 3),
+    ).model_dump(mode="json")
 
 
 def load_predictions(path: Path) -> Mapping[str, np.ndarray]:

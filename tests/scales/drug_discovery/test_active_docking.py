@@ -19,6 +19,7 @@ from mummi_like.report import ReportSection  # noqa: E402
 from mummi_like.scale import ScaleContext  # noqa: E402
 from mummi_like.store import Store  # noqa: E402
 from mummi_like.tasks import CallablePayload, TaskResult, TaskSpec, TaskState  # noqa: E402
+from mummi_like.view import CampaignView  # noqa: E402
 from mummi_scales.drug_discovery import data  # noqa: E402
 from mummi_scales.drug_discovery.active_docking import (  # noqa: E402
     FINGERPRINTS,
@@ -28,6 +29,7 @@ from mummi_scales.drug_discovery.active_docking import (  # noqa: E402
     ActiveDockingConfig,
     ActiveDockingScale,
 )
+from mummi_scales.drug_discovery.results import SurrogateRound  # noqa: E402
 from mummi_scales.drug_discovery.surrogate import PREDICTIONS, SCORES  # noqa: E402
 
 MOLECULES = 16
@@ -55,8 +57,11 @@ def _kwargs(task: TaskSpec) -> dict[str, Any]:
 
 
 def _trained(task: TaskSpec, **value: Any) -> TaskResult:
-    """What a training task of round ``value['round']`` returns, with the fields on_result reads."""
-    return TaskResult(job_id="1", ok=True, value={"topk_overlap": None, "stop": None, **value})
+    """What a training task of round ``value['round']`` returns, the fields on_result reads set by ``value``."""
+    trained = SurrogateRound(**{"docked": 6, "labelled": 6, "failed": 0, "trained_on": 5, "held_out": 1, "r2": None,
+                                "spearman": None, "topk_overlap": None, "best_score": -7.0, "best_id": "user-m3",
+                                "stop": None, "seconds": 1.0, **value})
+    return TaskResult(job_id="1", ok=True, value=trained.model_dump(mode="json"))
 
 
 def test_the_entry_point_loads_this_class() -> None:
@@ -168,7 +173,8 @@ def test_a_tiny_campaign_runs_two_rounds_and_reports(spec_dir: Path, tmp_path: P
         scores = json.loads((directory / "tasks/ml1/ml1.r001.b000" / SCORES).read_text())
         assert scores == round_one
         assert records["ml1.r001.train"].state is TaskState.DONE
-        sections = ActiveDockingScale.report_sections(store, "ml1")
+    with CampaignView.open(directory) as view:
+        sections = ActiveDockingScale.report_sections(view, "ml1")
     assert [section.title for section in sections] == [
         "Docking score distribution", "Surrogate parity", "Active-learning curve"]  # fmt: skip
     assert all(isinstance(section, ReportSection) and section.figure is not None for section in sections)

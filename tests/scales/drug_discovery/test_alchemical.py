@@ -23,6 +23,7 @@ from mummi_like.spec import CouplingSpec
 from mummi_like.store import Store
 from mummi_like.streams.tailer import read_frame
 from mummi_like.tasks import TaskResult, TaskState
+from mummi_like.view import CampaignView
 from mummi_scales.drug_discovery import complexes
 from mummi_scales.drug_discovery.alchemical import (
     RESULTS,
@@ -33,7 +34,15 @@ from mummi_scales.drug_discovery.alchemical import (
     run_alchemical,
     run_leg,
 )
-from mummi_scales.drug_discovery.mmgbsa import ESTIMATE, ESTIMATES_STREAM, START, MMGBSAConfig, MMGBSAScale, run_replica, summarize
+from mummi_scales.drug_discovery.mmgbsa import (
+    ESTIMATE,
+    ESTIMATES_STREAM,
+    START,
+    MMGBSAConfig,
+    MMGBSAScale,
+    run_replica,
+    summarize,
+)
 from mummi_selectors.promotion import UncertainCompetitiveConfig, UncertainCompetitiveSelector
 
 if TYPE_CHECKING:
@@ -181,7 +190,8 @@ def test_a_coarse_estimate_is_promoted_and_refined_by_a_tiny_alchemical_run(camp
         store.add_tasks([task], 0.0)
         store.transition(task.id, TaskState.DONE, 1.0, result=TaskResult(job_id="1", ok=True, value=value))
         store.flush()
-        sections = AlchemicalScale.report_sections(store, "alchemical")
+    with CampaignView.open(folder) as view:
+        sections = AlchemicalScale.report_sections(view, "alchemical")
     assert LIGAND in (sections[0].html or "") and sections[1].figure is not None
 
 

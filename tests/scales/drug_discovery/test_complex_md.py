@@ -21,8 +21,16 @@ from mummi_like.scale import DoneTask, PromotedFrame, ScaleContext  # noqa: E402
 from mummi_like.store import Store  # noqa: E402
 from mummi_like.streams.tailer import read_frame  # noqa: E402
 from mummi_like.tasks import CallablePayload, TaskResult, TaskSpec, TaskState  # noqa: E402
+from mummi_like.view import CampaignView  # noqa: E402
 from mummi_scales.drug_discovery import data  # noqa: E402
-from mummi_scales.drug_discovery.complex_md import MD, PREP, SEGMENT, START, ComplexMDConfig, ComplexMDScale  # noqa: E402
+from mummi_scales.drug_discovery.complex_md import (  # noqa: E402
+    MD,
+    PREP,
+    SEGMENT,
+    START,
+    ComplexMDConfig,
+    ComplexMDScale,
+)
 from mummi_scales.drug_discovery.docking import DockingConfig, dock_payload  # noqa: E402
 
 PROGESTERONE = dict(data.known_ligands())["known-progesterone"]
@@ -149,7 +157,8 @@ def test_prep_segment_promotion_and_report(docked: tuple[Path, DoneTask]) -> Non
         for task, result in ((first, value), (restart, restarted)):
             store.transition(task.id, TaskState.DONE, 1.0, result=TaskResult(job_id=task.id, ok=True, value=result))
         store.flush()
-        sections = ComplexMDScale.report_sections(store, "s2")
+    with CampaignView.open(campaign) as view:
+        sections = ComplexMDScale.report_sections(view, "s2")
     assert len(sections) == 1 and sections[0].figure is not None
     assert ligand in (sections[0].html or "") and "2 segment(s) of 1 ligand(s); 0 left the pocket" in (
         sections[0].text or "")

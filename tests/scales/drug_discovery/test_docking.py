@@ -94,7 +94,8 @@ def test_one_task_per_batch_covers_every_ligand_once(tmp_path: Path) -> None:
     assert all(isinstance(payload, CallablePayload) for payload in payloads)
     docked = [ligand[0] for payload in payloads for ligand in payload.kwargs["ligands"]]  # type: ignore[union-attr]
     assert docked == [ligand_id for ligand_id, _ in [*data.known_ligands(), *data.library(3, seed=7)]]
-    assert tasks[0].labels["param.batch"] == "0" and tasks[0].payload.kwargs["exhaustiveness"] == 2  # type: ignore[union-attr]
+    assert tasks[0].labels["param.batch"] == "0"
+    assert tasks[0].payload.kwargs["exhaustiveness"] == 2  # type: ignore[union-attr]
 
 
 def test_box_size_overrides_dockstring_edges_around_its_center_and_max_evals_reaches_vina(tmp_path: Path) -> None:

@@ -22,6 +22,7 @@ from mummi_like.scale import DoneTask, ScaleContext
 from mummi_like.store import Store
 from mummi_like.streams.tailer import read_frame
 from mummi_like.tasks import CallablePayload, TaskResult, TaskSpec, TaskState
+from mummi_like.view import CampaignView
 from mummi_scales.drug_discovery import complexes, docking
 from mummi_scales.drug_discovery import data as drug_data
 from mummi_scales.drug_discovery.mmgbsa import (
@@ -39,6 +40,7 @@ from mummi_scales.drug_discovery.mmgbsa import (
     spread,
     summarize,
 )
+from mummi_scales.drug_discovery.results import Segment
 
 LIGAND = "known-progesterone"
 
@@ -55,6 +57,16 @@ def dock_and_prepare(campaign: Path) -> complexes.PreparedComplex:
                                      feature_radius=8.0)
 
 
+def segment_value(ligand: str, smiles: str, complex: str, trajectory: str, rmsd: list[float],
+                  left_pocket: bool) -> dict[str, object]:
+    """The value complex-md's run_segment returns for a segment of ``len(rmsd)`` frames."""
+    return Segment(ligand=ligand, smiles=smiles, docking_score=-8.3, complex=complex, trajectory=trajectory,
+                   start_frame=None, frames=len(rmsd), times=[0.2 * (k + 1) for k in range(len(rmsd))],
+                   ligand_rmsd=rmsd, contacts=[20] * len(rmsd), ligand_rmsd_max=max(rmsd, default=0.0),
+                   ligand_rmsd_final=rmsd[-1] if rmsd else 0.0, left_pocket=left_pocket, leave_pocket_rmsd=5.0,
+                   ns_per_day=10.0, atoms=520).model_dump(mode="json")
+
+
 def s2_segment(campaign: Path, prepared: complexes.PreparedComplex, number: int, seed: int) -> DoneTask:
     """A finished S2 segment as complex-md leaves it: a trajectory of the complex and the value that names it."""
     task_id = f"md.{LIGAND}.s{number}"
@@ -62,9 +74,8 @@ def s2_segment(campaign: Path, prepared: complexes.PreparedComplex, number: int,
     run = complexes.simulate(prepared, complexes.initial_positions(prepared), steps=100, report_interval=50,
                              seed=seed, stream=campaign / workdir / "trajectory.h5md", minimize=True,
                              minimize_iterations=100)
-    value = {"ligand": LIGAND, "smiles": prepared.smiles, "docking_score": -8.3,
-             "complex": str(prepared.folder.relative_to(campaign)), "trajectory": f"{workdir}/trajectory.h5md",
-             "left_pocket": False, "ligand_rmsd": run["ligand_rmsd"]}
+    value = segment_value(LIGAND, prepared.smiles, str(prepared.folder.relative_to(campaign)),
+                          f"{workdir}/trajectory.h5md", run["ligand_rmsd"], left_pocket=False)
     spec = TaskSpec(id=task_id, workdir=workdir, labels={"scale": "md", "stage": "md", "ligand": LIGAND},
                     payload=CallablePayload(function="mummi_scales.drug_discovery.complexes:simulate"))
     return DoneTask(spec, value, campaign / workdir)
@@ -159,8 +170,7 @@ def lost() -> DoneTask:
     """An S2 segment whose trajectory is gone."""
     spec = TaskSpec(id="md.lost.s0", workdir="tasks/md/md.lost.s0", labels={"scale": "md", "stage": "md"},
                     payload=CallablePayload(function="mummi_scales.drug_discovery.complexes:simulate"))
-    value = {"ligand": "lost", "smiles": "CCO", "docking_score": -4.0, "complex": "complexes/lost",
-             "trajectory": "tasks/md/md.lost.s0/trajectory.h5md", "left_pocket": True}
+    value = segment_value("lost", "CCO", "complexes/lost", "tasks/md/md.lost.s0/trajectory.h5md", [], left_pocket=True)
     return DoneTask(spec, value, Path("tasks/md/md.lost.s0"))
 
 
@@ -196,6 +206,10 @@ def test_stage_makes_replicas_from_spread_s2_frames_and_a_summary_over_them(camp
         scale(folder).on_upstream_done({"dock": [DoneTask(segments[0].spec.model_copy(update={"labels": {}}),
                                                           {"x": 1}, folder)]})
     assert scale(folder).on_upstream_done({"md": []}) == []
+    not_a_segment = DoneTask(segments[0].spec, {"ligand": LIGAND, "frames": 2}, folder)
+    with pytest.raises(ValueError, match=r"S2 task md\.\S+ \(stage: md\) did not return a complex-md segment "
+                                         r"\(smiles: Field required \(and \d+ more\)\)"):
+        scale(folder).on_upstream_done({"md": [not_a_segment]})
 
 
 @pytest.mark.slow
@@ -211,7 +225,7 @@ def test_replicas_and_summary_write_estimates_and_a_stream_for_the_fine_stage(ca
             values.append(run_replica(**task.payload.kwargs))
             print(f"replica of 50 steps and 2 MM/GBSA frames: {time.perf_counter() - began:.2f} s")
     for value in values:
-        assert value["ligand"] == LIGAND and value["frames"] == 2 and "error" not in value
+        assert value["ligand"] == LIGAND and value["frames"] == 2 and value["error"] is None
         assert -80.0 < value["dg_mean"] < -10.0
     written = json.loads((folder / tasks[0].workdir / RESULTS).read_text())
     assert np.mean([frame["dg"] for frame in written["frames"]]) == pytest.approx(values[0]["dg_mean"])
@@ -260,6 +274,7 @@ def test_replicas_and_summary_write_estimates_and_a_stream_for_the_fine_stage(ca
         store.add_tasks([tasks[-1]], 0.0)
         store.transition(tasks[-1].id, TaskState.DONE, 1.0, result=TaskResult(job_id="1", ok=True, value=result))
         store.flush()
-        sections = MMGBSAScale.report_sections(store, "mmgbsa")
+    with CampaignView.open(folder) as view:
+        sections = MMGBSAScale.report_sections(view, "mmgbsa")
     assert sections[0].html is not None and LIGAND in sections[0].html and "broken" in sections[0].html
     assert sections[1].figure is not None

@@ -209,6 +209,10 @@ def test_the_training_task_writes_predictions_and_chooses_the_next_batch(
     with pytest.raises(FileNotFoundError, match=r"d9/scores.json is missing.*rerun the dock task"):
         train_and_acquire(str(library), str(tmp_path / "fp.npz"), [str(tmp_path / "d9")], 1, None, [],
                           SMALL.model_dump(), plan.model_dump(), seed=3)  # fmt: skip
+    not_scores = _dock_folder(tmp_path / "d8", {ids[0]: {"score": "high", "smiles": smiles[0]}})  # type: ignore[dict-item]
+    with pytest.raises(ValueError, match=r"d8/scores.json holds no dock task's scores \(.*; rerun the dock task"):
+        train_and_acquire(str(library), str(tmp_path / "fp.npz"), [not_scores], 1, None, [],
+                          SMALL.model_dump(), plan.model_dump(), seed=3)  # fmt: skip
 
 
 @pytest.mark.slow
