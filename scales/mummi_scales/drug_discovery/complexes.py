@@ -64,6 +64,7 @@ import numpy as np
 from mummi_like import atomic_write, atomic_write_text
 from mummi_scales.drug_discovery import data
 from mummi_scales.drug_discovery.docking import PH
+from mummi_scales.drug_discovery.receptors import superpose
 
 if TYPE_CHECKING:
     import openmm
@@ -93,7 +94,7 @@ BACKBONE = ("N", "CA", "C", "O")
 CONTACT_DISTANCE = 4.0
 """Protein heavy atoms closer than this (angstrom) to a ligand heavy atom count as contacts."""
 CA_CONTACT = 8.0
-"""Pocket C-alpha pairs closer than this (angstrom) are in contact in the contact map (DeepDriveMD's cutoff)."""
+"""Pocket C-alpha pairs within this distance (angstrom) are in contact in the contact map (DeepDriveMD's cutoff)."""
 RESTRAINT_GROUP = 1
 """Force group of the backbone restraint, so energies can leave it out (``getState(groups={0})``)."""
 RELAX_K = 5000.0
@@ -866,60 +867,67 @@ def build_system(
 # ---------------------------------------------------------------- observables and MD
 
 
-def superpose(mobile: np.ndarray, reference: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The rotation and translations that best superpose ``mobile`` onto ``reference`` (Kabsch).
-
-    Returns
-    -------
-    tuple
-        ``(rotation, mobile_center, reference_center)``: a point ``p`` of the
-        mobile frame maps to ``(p - mobile_center) @ rotation + reference_center``.
-    """
-    mobile_center, reference_center = mobile.mean(axis=0), reference.mean(axis=0)
-    covariance = (mobile - mobile_center).T @ (reference - reference_center)
-    u, _, vt = np.linalg.svd(covariance)
-    sign = np.sign(np.linalg.det(u @ vt))
-    rotation = u @ np.diag([1.0, 1.0, sign]) @ vt
-    return rotation, mobile_center, reference_center
-
-
 class Observables:
-    """The per-frame observables of a complex, from positions in nm.
+    """The per-frame observables of a complex, from positions in nm, computed with MDAnalysis.
 
     ``ligand_rmsd`` (angstrom): ligand heavy atoms against the docked pose after
-    superposing the pocket C-alphas, so the protein's drift does not count;
-    ``contacts``: protein heavy atoms within :data:`CONTACT_DISTANCE` of a ligand
-    heavy atom; ``ca_contact_map``: float32 map of pocket C-alpha pairs closer
-    than :data:`CA_CONTACT` (the selector's feature).
+    superposing the pocket C-alphas (:func:`~mummi_scales.drug_discovery.receptors.superpose`),
+    so the protein's drift does not count; ``contacts``: protein heavy atoms
+    within :data:`CONTACT_DISTANCE` of a ligand heavy atom, from the pairs
+    MDAnalysis's ``capped_distance`` finds within the cutoff (a grid search, not
+    every receptor-ligand distance); ``ca_contact_map``: float32 map of pocket
+    C-alpha pairs within :data:`CA_CONTACT` (``contact_matrix``; the selector's
+    feature).
+
+    Parameters
+    ----------
+    ligand_heavy, receptor_heavy, pocket_ca
+        Atom indices of the ligand's and the receptor's heavy atoms and of the
+        pocket's C-alphas (:meth:`of` reads them from a complex).
+    reference
+        ``(n_atoms, 3)`` positions (nm) of the docked pose.
     """
 
-    def __init__(self, complex: PreparedComplex, reference: np.ndarray) -> None:
+    def __init__(self, ligand_heavy: Sequence[int], receptor_heavy: Sequence[int], pocket_ca: Sequence[int],
+                 reference: np.ndarray) -> None:
+        self.ligand_heavy = np.asarray(ligand_heavy, dtype=np.int64)
+        self.receptor_heavy = np.asarray(receptor_heavy, dtype=np.int64)
+        self.pocket_ca = np.asarray(pocket_ca, dtype=np.int64)
+        self.reference = np.asarray(reference, dtype=np.float64) * 10.0
+
+    @classmethod
+    def of(cls, complex: PreparedComplex, reference: np.ndarray) -> Observables:
+        """The observables of ``complex`` against its docked pose ``reference`` (nm), heavy atoms from its topology."""
         from openmm.app import AmberPrmtopFile
 
         topology = AmberPrmtopFile(str(complex.prmtop())).topology
         heavy = {atom.index for atom in topology.atoms() if atom.element is None or atom.element.symbol != "H"}
-        self.ligand_heavy = np.array([index for index in complex.ligand_atoms if index in heavy])
-        self.receptor_heavy = np.array([index for index in complex.receptor_atoms if index in heavy])
-        self.pocket_ca = np.array(complex.pocket_ca)
-        self.reference = np.asarray(reference, dtype=np.float64) * 10.0
+        return cls([index for index in complex.ligand_atoms if index in heavy],
+                   [index for index in complex.receptor_atoms if index in heavy], complex.pocket_ca, reference)
 
     def ligand_rmsd(self, positions: np.ndarray) -> float:
         """Ligand heavy-atom RMSD (angstrom) from the docked pose in the pocket's frame."""
-        xyz = positions * 10.0
-        rotation, center, reference_center = superpose(xyz[self.pocket_ca], self.reference[self.pocket_ca])
-        moved = (xyz[self.ligand_heavy] - center) @ rotation + reference_center
-        return float(np.sqrt(((moved - self.reference[self.ligand_heavy]) ** 2).sum(axis=1).mean()))
+        from MDAnalysis.analysis import rms
+
+        xyz = np.asarray(positions, dtype=np.float64) * 10.0
+        pocket = superpose(xyz[self.pocket_ca], self.reference[self.pocket_ca])
+        return float(rms.rmsd(pocket.apply(xyz[self.ligand_heavy]), self.reference[self.ligand_heavy]))
 
     def contacts(self, positions: np.ndarray) -> int:
-        """Protein heavy atoms within :data:`CONTACT_DISTANCE` of any ligand heavy atom."""
-        xyz = positions * 10.0
-        distances = np.linalg.norm(xyz[self.receptor_heavy][:, None, :] - xyz[self.ligand_heavy][None, :, :], axis=-1)
-        return int((distances.min(axis=1) < CONTACT_DISTANCE).sum())
+        """Protein heavy atoms closer than :data:`CONTACT_DISTANCE` to any ligand heavy atom."""
+        from MDAnalysis.lib.distances import capped_distance
+
+        xyz = np.asarray(positions, dtype=np.float64) * 10.0
+        pairs, distances = capped_distance(xyz[self.receptor_heavy], xyz[self.ligand_heavy],
+                                           max_cutoff=CONTACT_DISTANCE, return_distances=True)
+        return int(np.unique(pairs[distances < CONTACT_DISTANCE, 0]).size)
 
     def ca_contact_map(self, positions: np.ndarray) -> np.ndarray:
-        """``(n_pocket, n_pocket)`` float32: 1 where two pocket C-alphas are closer than :data:`CA_CONTACT`."""
-        ca = positions[self.pocket_ca] * 10.0
-        return (np.linalg.norm(ca[:, None, :] - ca[None, :, :], axis=-1) < CA_CONTACT).astype(np.float32)
+        """``(n_pocket, n_pocket)`` float32: 1 where two pocket C-alphas are within :data:`CA_CONTACT`."""
+        from MDAnalysis.analysis.distances import contact_matrix
+
+        ca = np.asarray(positions, dtype=np.float64)[self.pocket_ca] * 10.0
+        return contact_matrix(ca, cutoff=CA_CONTACT).astype(np.float32)
 
 
 def simulate(
@@ -1012,7 +1020,7 @@ def simulate(
         )
     simulation.context.setVelocitiesToTemperature(temperature, seed)
 
-    observables = Observables(complex, initial_positions(complex))
+    observables = Observables.of(complex, initial_positions(complex))
 
     def nanometers(state: openmm.State) -> np.ndarray:
         return state.getPositions(asNumpy=True).value_in_unit(unit.nanometer)
@@ -1033,7 +1041,8 @@ def simulate(
 
     functions = {"ligand_rmsd": ligand_rmsd, "contacts": contact_count, "ca_contact_map": ca_contact_map}
     stream.parent.mkdir(parents=True, exist_ok=True)
-    with H5MDReporter(stream, report_interval, functions, author="mummi_scales.drug_discovery.complexes:simulate") as reporter:
+    author = "mummi_scales.drug_discovery.complexes:simulate"
+    with H5MDReporter(stream, report_interval, functions, author=author) as reporter:
         simulation.reporters.append(reporter)
         began = time.perf_counter()
         simulation.step(steps)

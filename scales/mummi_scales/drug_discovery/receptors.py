@@ -22,6 +22,8 @@ turns such a PDB file into what docking and MD need, offline:
 another structure of the same protein (dockstring's receptor, say), by the
 C-alpha atoms of the pocket residues matched through a sequence alignment, so
 that a crystal pose can be compared with poses docked into the other receptor.
+Its fit, :func:`superpose`, is MDAnalysis's, and serves S2 too (a ligand's RMSD
+from its docked pose with the pocket superposed).
 """
 
 from __future__ import annotations
@@ -313,7 +315,7 @@ class Superposition:
         The motion: rotation matrix, centroid of the fitted atoms in the
         mobile frame, and their centroid in the reference frame.
     pairs:
-        C-alpha pairs fitted.
+        Atom pairs fitted (the pocket's C-alphas, in :func:`pocket_superposition`).
     rmsd_before:
         Their RMSD (angstrom) with no motion: under ~1 A, the two structures
         already share a frame.
@@ -342,6 +344,23 @@ class Superposition:
         for index, (x, y, z) in enumerate(self.apply(conformer.GetPositions())):
             conformer.SetAtomPosition(index, Point3D(float(x), float(y), float(z)))
         return copy
+
+
+def superpose(mobile: np.ndarray, reference: np.ndarray) -> Superposition:
+    """The rigid motion that best superposes ``mobile`` onto ``reference`` (the same atoms, in the same order).
+
+    The least-squares rotation of the centred coordinates is MDAnalysis's
+    (``align.rotation_matrix``, Theobald's QCP), the RMSD before the fit
+    ``rms.rmsd``; both in the coordinates' unit.
+    """
+    from MDAnalysis.analysis import rms
+    from MDAnalysis.analysis.align import rotation_matrix
+
+    moving, fixed = np.asarray(mobile, dtype=np.float64), np.asarray(reference, dtype=np.float64)
+    origin, target = moving.mean(axis=0), fixed.mean(axis=0)
+    rotation, rmsd_after = rotation_matrix(moving - origin, fixed - target)
+    return Superposition(np.asarray(rotation), origin, target, len(moving), float(rms.rmsd(moving, fixed)),
+                         float(rmsd_after))
 
 
 def c_alphas(path: Path) -> tuple[list[str], np.ndarray]:
@@ -400,21 +419,17 @@ def pocket_superposition(
     ValueError
         When fewer than three pocket residues can be matched (no rigid fit).
     """
-    from MDAnalysis.analysis.align import rotation_matrix
+    from MDAnalysis.lib.distances import capped_distance
 
     mobile_names, mobile_xyz = c_alphas(mobile)
     reference_names, reference_xyz = c_alphas(reference)
-    points = np.asarray(around, dtype=float)
-    near = np.linalg.norm(mobile_xyz[:, None, :] - points[None, :, :], axis=-1).min(axis=1) <= cutoff
+    pairs_near = capped_distance(mobile_xyz, np.asarray(around, dtype=float), max_cutoff=cutoff, return_distances=False)
+    near = np.zeros(len(mobile_xyz), dtype=bool)
+    near[pairs_near[:, 0]] = True
     pairs = [(i, j) for i, j in align_sequences(mobile_names, reference_names) if near[i]]
     if len(pairs) < 3:
         raise ValueError(
             f"only {len(pairs)} residues within {cutoff} A of the ligand in {mobile} match residues of {reference}; "
             "are they structures of the same protein?"
         )
-    moving = mobile_xyz[[i for i, _ in pairs]]
-    fixed = reference_xyz[[j for _, j in pairs]]
-    origin, target = moving.mean(axis=0), fixed.mean(axis=0)
-    rotation, rmsd_after = rotation_matrix(moving - origin, fixed - target)
-    before = float(np.sqrt(((moving - fixed) ** 2).sum(axis=1).mean()))
-    return Superposition(np.asarray(rotation), origin, target, len(pairs), before, float(rmsd_after))
+    return superpose(mobile_xyz[[i for i, _ in pairs]], reference_xyz[[j for _, j in pairs]])

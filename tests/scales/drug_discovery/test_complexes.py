@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -211,20 +212,58 @@ def test_simulate_streams_frames_with_observables(built: dict[str, cx.PreparedCo
     assert rmsd == pytest.approx(stats["ligand_rmsd"][-1]) and 0.0 < rmsd < 3.0  # 0.8 ps: still in its pose
     assert int(last.observables["contacts"]) == stats["contacts"][-1] > 10
     # The streamed observable agrees with one computed from the streamed positions.
-    observables = cx.Observables(complex, cx.initial_positions(complex))
+    observables = cx.Observables.of(complex, cx.initial_positions(complex))
     assert observables.ligand_rmsd(last.positions.astype(np.float64)) == pytest.approx(rmsd, abs=1e-3)
 
 
-def test_superpose_undoes_a_rigid_motion() -> None:
-    reference = np.random.default_rng(0).normal(size=(30, 3))
-    rotation, center, target_center = cx.superpose(reference @ _rotation(0.7) + 1.5, reference)
-    moved = (reference @ _rotation(0.7) + 1.5 - center) @ rotation + target_center
-    np.testing.assert_allclose(moved, reference, atol=1e-9)
+# What the observables gave when they were computed in numpy (a Kabsch fit by SVD, full receptor-by-ligand and
+# C-alpha distance matrices), on frames 0, 10, 40 and 97 of MDAnalysis's adenylate kinase trajectory (adk: 3341
+# atoms, open to closed), residues 150-151 taken as the ligand and 20 C-alphas within 12 A of it as the pocket:
+# MDAnalysis must reproduce them. Contact maps as np.packbits of the boolean map, in hex.
+ADK_RMSD = {0: 0.0, 10: 2.794843330456967, 40: 2.3310935995448614, 97: 1.0635692921132571}
+ADK_CONTACTS = {0: 24, 10: 33, 40: 34, 97: 30}
+ADK_MAPS = {
+    0: "e6003fe047fc0077c0007e000fe000ce00001fe001ee001fe001f80017c601fe641dfe01cf80007800078601c7e01c7e0007",
+    10: "e6007fe047fc0077c0007e000fe000ce04001ee001ee001fe001fc2007c701fee43ffe01cf800078000f8e01c7e03c7e0107",
+    40: "e6007fe047fc0037c0007e000fe000ce00001fe001e2001fe001fc0017c6017e6417fe01cf80007800078c01c7e01c7e0007",
+    97: "e6003fe047fc0037c0007e000fe000ce04001fe001ea001fe001f80017c601fe6435fe01cf80007800078401c7e01c7e0007",
+}
+ADK_FIT_97 = [[0.7749560291300425, 0.060423147426073784, 0.6291201762542068],
+              [-0.2630624578334714, 0.9359331913933926, 0.2341520969942227],
+              [-0.5746662476547674, -0.3469554791371738, 0.741202131205169]]
+"""The numpy fit of frame 97's pocket onto frame 0's: ``(p - centre) @ this + centre``, the transpose of the
+rotation :func:`~mummi_scales.drug_discovery.receptors.superpose` returns."""
 
 
-def _rotation(angle: float) -> np.ndarray:
-    c, s = np.cos(angle), np.sin(angle)
-    return np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
+def test_observables_reproduce_the_numpy_values_on_a_real_trajectory() -> None:
+    import MDAnalysis
+    from MDAnalysisTests.datafiles import DCD, PSF
+
+    from mummi_scales.drug_discovery.receptors import superpose
+
+    with warnings.catch_warnings():  # MDAnalysis's own filters let its DCD reader's notice of a 3.0 change through
+        warnings.simplefilter("ignore", DeprecationWarning)
+        universe = MDAnalysis.Universe(PSF, DCD)
+    ligand = universe.select_atoms("resid 150:151 and not name H*").indices
+    receptor = universe.select_atoms("not resid 150:151 and not name H*").indices
+    frames = {ts.frame: universe.atoms.positions.astype(np.float64) / 10.0  # nm, as OpenMM gives them
+              for ts in universe.trajectory[[0, 10, 40, 97]]}
+    reference = frames[0]
+    center = reference[ligand].mean(axis=0)
+    pocket = [atom.index for atom in universe.select_atoms("name CA and not resid 150:151")
+              if np.linalg.norm(reference[atom.index] - center) < 1.2]
+    assert len(pocket) == 20
+    observables = cx.Observables(ligand, receptor, pocket, reference)
+    for index, positions in frames.items():
+        assert observables.ligand_rmsd(positions) == pytest.approx(ADK_RMSD[index], abs=1e-9)
+        assert observables.contacts(positions) == ADK_CONTACTS[index]
+        contact_map = observables.ca_contact_map(positions)
+        assert contact_map.dtype == np.float32 and contact_map.shape == (20, 20)
+        assert np.packbits(contact_map.astype(bool)).tobytes().hex() == ADK_MAPS[index]
+    fit = superpose(frames[97][pocket] * 10.0, reference[pocket] * 10.0)
+    np.testing.assert_allclose(fit.rotation.T, ADK_FIT_97, atol=1e-9)
+    np.testing.assert_allclose(fit.origin, [-26.982785129547118, 2.8245566964149473, -4.471664091944694], atol=1e-9)
+    np.testing.assert_allclose(fit.target, [-15.540426754951477, 2.5705668538808824, -8.636136674880982], atol=1e-9)
 
 
 def test_md_platform_follows_the_resources_the_backend_gave_the_task(monkeypatch: pytest.MonkeyPatch) -> None:

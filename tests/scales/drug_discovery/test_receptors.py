@@ -24,6 +24,7 @@ from mummi_scales.drug_discovery.receptors import (  # noqa: E402
     align_sequences,
     pocket_superposition,
     prepare_crystal_receptor,
+    superpose,
 )
 
 PROGESTERONE = dict(data.known_ligands())["known-progesterone"]
@@ -103,6 +104,17 @@ def test_bad_inputs_say_what_the_structure_has(
     with pytest.raises(ValueError, match=message):
         prepare_crystal_receptor(pdb, chain, resname, tmp_path, ligand_smiles=smiles)
     assert not list(tmp_path.iterdir())  # nothing half-written
+
+
+def test_superpose_undoes_a_rigid_motion() -> None:
+    reference = np.random.default_rng(0).normal(size=(30, 3))
+    angle = 0.7
+    turn = np.array([[np.cos(angle), -np.sin(angle), 0.0], [np.sin(angle), np.cos(angle), 0.0], [0.0, 0.0, 1.0]])
+    mobile = reference @ turn + 1.5
+    fit = superpose(mobile, reference)
+    np.testing.assert_allclose(fit.apply(mobile), reference, atol=1e-9)
+    assert fit.pairs == 30 and fit.rmsd_after < 1e-6
+    assert fit.rmsd_before == pytest.approx(float(np.sqrt(((mobile - reference) ** 2).sum(axis=1).mean())))
 
 
 def test_sequence_alignment_pairs_identities_across_gaps_and_renumbering() -> None:
