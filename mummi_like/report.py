@@ -271,7 +271,7 @@ def utilization_figure(data: Telemetry, t0: float, colors: dict[str, Any]) -> ma
     """Busy cores (and GPUs) over time, stacked by scale, with capacity and the steady state shaded."""
     from matplotlib.ticker import MaxNLocator
 
-    resources: list[Resource] = ["cores"] + (["gpus"] if data.gpus > 0 else [])
+    resources: list[Resource] = ["cores", "gpus"] if data.gpus > 0 else ["cores"]
     figure = _figure(10, 3.6 * len(resources))
     axes = figure.subplots(len(resources), 1, sharex=True, squeeze=False)[:, 0]
     span = max(data.elapsed, 1e-9)
@@ -431,8 +431,8 @@ def latency_figure(data: Telemetry, t0: float) -> matplotlib.figure.Figure | Non
     plotted: list[float] = []
     for key, label, style in (("reaction_ms_p50", "p50", "-o"), ("reaction_ms_p95", "p95", "-s"),
                               ("reaction_ms_max", "max", ":^")):
-        ys = [s.get(key) for s in rows]
-        if all(y is not None for y in ys):
+        ys = [float(y) for s in rows if (y := s.get(key)) is not None]
+        if len(ys) == len(rows):
             ax.plot(xs, ys, style, label=label, markersize=4, linewidth=1.2)
             plotted += ys
     positive = [y for y in plotted if y > 0]

@@ -30,7 +30,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import Any, cast
 
 from mummi_like import events
 from mummi_like.backends.base import Backend, BackendEvent, UnsatisfiableRequest
@@ -44,7 +44,7 @@ from mummi_like.crashpoints import crash_point
 from mummi_like.scale import DoneTask, Scale, ScaleContext
 from mummi_like.spec import ResolvedCampaign, load_spec_text
 from mummi_like.store import Store, StoreError
-from mummi_like.tasks import Failure, TaskResult, TaskSpec, TaskState
+from mummi_like.tasks import Failure, StrictModel, TaskResult, TaskSpec, TaskState
 from mummi_like.telemetry import FAILURE_INFO, overall_utilization, read_telemetry, steady_state_utilization
 
 
@@ -91,7 +91,7 @@ def build_scales(resolved: ResolvedCampaign, create_tasks: bool) -> tuple[dict[s
             upstream={dep: produced[dep] for dep in scale_spec.spec.depends_on},
         )
         try:
-            scale = scales[name] = scale_spec.plugin(scale_spec.config, context)
+            scale = scales[name] = scale_spec.plugin(cast(StrictModel, scale_spec.config), context)
             produced[name] = labelled(name, scale.tasks()) if create_tasks else []
         except (ValueError, KeyError, OSError) as error:
             raise CampaignError(f"scale {name!r} ({scale_spec.spec.plugin}) could not make its tasks: {error}") from error
@@ -146,8 +146,8 @@ class Campaign:
         )
         self.scales = scales
         limits = {scale.spec.name: scale.spec.max_in_flight for scale in resolved.scales}
-        policy_config = resolved.policy_config or resolved.policy.config_model()
-        self.policy: Policy = resolved.policy(policy_config, limits)
+        policy_class = cast("type[Policy]", resolved.policy)  # the resolver checked it subclasses Policy
+        self.policy: Policy = policy_class(cast(StrictModel, resolved.policy_config or policy_class.config_model()), limits)
         self.entries: dict[str, _Entry] = {}
         self.dependents: dict[str, list[str]] = defaultdict(list)
         # Keyed by scale, in spec order; couplings add their training scales as their tasks appear.

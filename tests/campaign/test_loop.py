@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from mummi_like.spec import SpecError
+
 from mummi_like.campaign.control import pending_cancels, request_cancel
 from mummi_like.campaign.loop import Campaign, CampaignError, coordinator_lock
 from mummi_like.campaign.progress import Reporter
@@ -127,7 +129,7 @@ def test_retries_run_out(tmp_path: Path) -> None:
     assert "work.0" in dict(summary.failures)
 
 
-def test_request_the_node_cannot_hold_fails_at_submit_and_never_runs(tmp_path: Path) -> None:
+def test_request_the_node_cannot_hold_is_refused_before_any_task_runs(tmp_path: Path) -> None:
     spec = write_spec(tmp_path / "spec", """
         name: huge
         backend: {config: {cores: 2}}
@@ -139,12 +141,10 @@ def test_request_the_node_cannot_hold_fails_at_submit_and_never_runs(tmp_path: P
             plugin: command
             config: {argv: ["true"]}
         """)
-    summary = run(spec, tmp_path / "run")
-    reasons = dict(summary.failures)
-    assert "asks for 64 cores (at most 2 on 1 node(s))" in reasons["big.0"]
-    assert "Lower the task's resources" in reasons["big.0"]
-    assert history_states(tmp_path / "run", "big.0") == ["created", "failed"]
-    assert summary.counts["small"] == {"done": 1}
+    with pytest.raises(SpecError, match="64 cores") as refused:
+        run(spec, tmp_path / "run")
+    assert "scales[0]" in str(refused.value)
+    assert not (tmp_path / "run" / "campaign.db").exists()
 
 
 def test_max_in_flight_caps_concurrency_of_a_scale(tmp_path: Path) -> None:
