@@ -64,9 +64,9 @@ BATCH = 20
 """Ligands per batch: one receptor-map computation, and the unit of progress that a restart does not repeat."""
 
 
-def ligands() -> list[tuple[str, str]]:
-    """The fixed library: known PGR ligands first, then the MOSES sample."""
-    return [*data.known_ligands(), *data.library(LIBRARY_SIZE, LIBRARY_SEED)]
+def ligands(size: int = LIBRARY_SIZE, seed: int = LIBRARY_SEED) -> list[tuple[str, str]]:
+    """The fixed library: known PGR ligands first, then the MOSES sample of ``size`` drawn with ``seed``."""
+    return [*data.known_ligands(), *data.library(size, seed)]
 
 
 def read_table(path: Path) -> list[dict[str, str]]:
@@ -137,11 +137,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--workers", type=int, default=1, help="Docking processes, one Vina thread each.")
     parser.add_argument("--out", type=Path, default=REFERENCE, help="The table (gzip CSV) to complete.")
+    parser.add_argument("--library-size", type=int, default=LIBRARY_SIZE, help="MOSES molecules drawn.")
+    parser.add_argument(
+        "--library-seed",
+        type=int,
+        default=LIBRARY_SEED,
+        help="Seed of the MOSES draw (the demo's library: --library-size 2000 --library-seed 0).",
+    )
     args = parser.parse_args(argv)
     console = Console(stderr=True)
     rows = read_table(args.out)
     done = {row["id"] for row in rows}
-    library = ligands()
+    library = ligands(args.library_size, args.library_seed)
     order = {ligand_id: position for position, (ligand_id, _) in enumerate(library)}
     todo = [(ligand_id, smiles) for ligand_id, smiles in library if ligand_id not in done]
     console.print(f"{len(library)} molecules, {len(done)} already in {args.out}, {len(todo)} to dock")
