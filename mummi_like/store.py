@@ -877,6 +877,9 @@ class Store:
                           if states.get(dep) != TaskState.DONE.value]
                 if undone:
                     problems.append(f"task {task_id} is done but its dependencies {', '.join(undone)} are not")
+                unended = [dep for dep in specs.get(task_id, {}).get("after", []) if states.get(dep) not in final]
+                if unended:
+                    problems.append(f"task {task_id} is done but {', '.join(unended)}, which it runs after, never ended")
         return problems
 
     @contextmanager

@@ -204,7 +204,16 @@ class TaskSpec(StrictModel):
     retry: RetryPolicy = Field(default_factory=RetryPolicy)
     labels: dict[str, str] = Field(default_factory=dict, description="Free-form labels; 'scale' and 'stage' are used.")
     workdir: str = Field(description="Working directory, relative to the campaign directory.")
-    depends_on: list[str] = Field(default_factory=list, description="Ids of tasks that must be done first.")
+    depends_on: list[str] = Field(
+        default_factory=list,
+        description="Ids of tasks that must be done first; if one fails or is canceled, this task fails too.",
+    )
+    after: list[str] = Field(
+        default_factory=list,
+        description="Ids of tasks that must have ended first, however they ended (Slurm's afterany): for a task that "
+        "uses whatever its inputs produced and copes with the ones that failed, such as a surrogate round training "
+        "on the dockings that succeeded.",
+    )
     priority: int = Field(0, description="Higher starts first among tasks that fit.")
 
     @field_validator("id")
@@ -222,10 +231,25 @@ class TaskSpec(StrictModel):
             raise ValueError(f"workdir {value!r} must be a relative path inside the campaign directory")
         return value
 
+    @model_validator(mode="after")
+    def _one_kind_of_dependency(self) -> TaskSpec:
+        both = sorted(set(self.depends_on) & set(self.after))
+        if both:
+            raise ValueError(
+                f"task {self.id!r} lists {', '.join(both)} in both depends_on and after; keep each in one: "
+                "depends_on when this task needs it done, after when it only needs it ended"
+            )
+        return self
+
     @property
     def scale(self) -> str:
         """The scale that produced this task (label ``scale``), or ``''``."""
         return self.labels.get("scale", "")
+
+    @property
+    def prerequisites(self) -> list[str]:
+        """Every task that must end before this one starts: ``depends_on``, then ``after``."""
+        return [*self.depends_on, *self.after]
 
 
 class Failure(BaseModel):

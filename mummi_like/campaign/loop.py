@@ -236,13 +236,13 @@ class Campaign:
                 raise CampaignError(f"two tasks share the id {task.id!r}; task ids must be unique in a campaign")
             ids.add(task.id)
         for task in tasks:
-            missing = [dep for dep in task.depends_on if dep not in ids]
+            missing = [dep for dep in task.prerequisites if dep not in ids]
             if missing:
                 raise CampaignError(f"task {task.id!r} depends on unknown task(s) {', '.join(missing)}")
-        unmet = {task.id: sum(dep not in known for dep in task.depends_on) for task in tasks}
+        unmet = {task.id: sum(dep not in known for dep in task.prerequisites) for task in tasks}
         dependents: dict[str, list[str]] = defaultdict(list)
         for task in tasks:
-            for dep in task.depends_on:
+            for dep in task.prerequisites:
                 if dep not in known:
                     dependents[dep].append(task.id)
         free = [task_id for task_id, count in unmet.items() if count == 0]
@@ -401,10 +401,10 @@ class Campaign:
                 self.failed.append((entry.spec.id, self.store.get(entry.spec.id).reason or "failed"))
 
     def _wire(self, entry: _Entry, now: float) -> None:
-        """Count the unmet dependencies of a waiting task; queue it when there are none."""
-        for dep in entry.spec.depends_on:
+        """Count the unmet prerequisites of a waiting task; queue it when there are none."""
+        for dep in entry.spec.prerequisites:
             state = self.entries[dep].state
-            if state is TaskState.DONE:
+            if state is TaskState.DONE or (state.is_final and dep in entry.spec.after):
                 continue
             if state.is_final:
                 self._fail_dependent(entry, dep, now)
@@ -595,10 +595,13 @@ class Campaign:
 
     def _release_dependents(self, entry: _Entry, now: float) -> None:
         for dependent_id in self.dependents.pop(entry.spec.id, []):
-            dependent = self.entries[dependent_id]
-            dependent.unmet -= 1
-            if dependent.unmet == 0 and not dependent.state.is_final:
-                self.ready[dependent.spec.scale].append(dependent.spec)
+            self._release(self.entries[dependent_id])
+
+    def _release(self, dependent: _Entry) -> None:
+        """One prerequisite of ``dependent`` has ended as it needed; queue it when that was the last."""
+        dependent.unmet -= 1
+        if dependent.unmet == 0 and not dependent.state.is_final:
+            self.ready[dependent.spec.scale].append(dependent.spec)
 
     def _final_failure(self, entry: _Entry, now: float, reason: str, **fields: Any) -> None:
         self._set(entry, TaskState.FAILED, now, reason=reason, failures=entry.failures or 1, **fields)
@@ -609,9 +612,12 @@ class Campaign:
             self._stop_reason = f"{len(self.failed)} failed tasks exceed budgets.max_failures ({budget})"
 
     def _cancel_dependents(self, entry: _Entry, now: float) -> None:
+        """``entry`` failed or was canceled: its dependents fail, except those that only run ``after`` it."""
         for dependent_id in self.dependents.pop(entry.spec.id, []):
             dependent = self.entries[dependent_id]
-            if not dependent.state.is_final:
+            if entry.spec.id in dependent.spec.after:
+                self._release(dependent)
+            elif not dependent.state.is_final:
                 self._fail_dependent(dependent, entry.spec.id, now)
 
     def _fail_dependent(self, entry: _Entry, dependency: str, now: float) -> None:

@@ -32,3 +32,16 @@ def square(x: int, **_parameters: object) -> int:
 def total(values: list[float]) -> float:
     """The sum of ``values``: what a stage makes of its upstream results."""
     return sum(values)
+
+
+def part(fail: bool) -> str:
+    """Write ``part.txt`` in the task folder, or raise before writing it."""
+    if fail:
+        raise RuntimeError("this part fails, as a docking task whose engine crashed would")
+    Path("part.txt").write_text("done")
+    return "done"
+
+
+def count_parts(folders: list[str]) -> int:
+    """How many of ``folders`` hold a ``part.txt``: a task that uses what its inputs produced."""
+    return sum((Path(folder) / "part.txt").is_file() for folder in folders)

@@ -397,3 +397,39 @@ def test_two_cancel_requests_made_before_the_coordinator_looks_are_both_honoured
     summary = campaign.run()
     assert summary.counts == {"first": {"canceled": 2}, "second": {"canceled": 2}, "kept": {"done": 1}}
     assert pending_cancels(tmp_path / "run") == []
+
+
+FAN_IN = """
+    name: fan-in
+    python_path: ["."]
+    backend: {config: {cores: 2}}
+    scales:
+      - name: dock
+        plugin: fan-in
+        config: {parts: 3, failing: [1]}
+      - name: downstream
+        plugin: command
+        depends_on: [dock]
+        config: {argv: ["true"]}
+    """
+
+
+def test_a_task_after_others_runs_when_one_of_them_failed_and_sees_what_the_rest_produced(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.syspath_prepend(str(SITE))
+    spec = write_spec(tmp_path / "spec", FAN_IN)
+    summary = run(spec, tmp_path / "run")
+    reasons = dict(summary.failures)
+    assert "this part fails" in reasons["dock.part1"]
+    assert "dock.collect" not in reasons
+    with Store.open(tmp_path / "run", readonly=True) as store:
+        collect = store.get("dock.collect")
+        assert (collect.state, collect.value) == (TaskState.DONE, 2)  # the two parts that succeeded
+        assert store.check_integrity() == []
+    assert history_states(tmp_path / "run", "dock.collect")[-1] == "done"
+
+
+def test_a_task_listed_in_both_depends_on_and_after_is_refused() -> None:
+    with pytest.raises(ValueError, match="both depends_on and after"):
+        TaskSpec(id="t", workdir="t", payload={"kind": "executable", "argv": ["true"]}, depends_on=["a"], after=["a"])

@@ -72,6 +72,34 @@ class GatherScale(Scale):
                          payload=CallablePayload(function="campaign_tasks:total", kwargs={"values": values}))]
 
 
+class FanInConfig(StrictModel):
+    """Config of :class:`FanInScale`."""
+
+    failing: list[int] = Field(default_factory=list, description="Parts that raise (campaign_tasks:part).")
+    parts: int = Field(3, ge=1, description="Parts before the collecting task.")
+
+
+class FanInScale(Scale):
+    """Parts, then one task that runs ``after`` them however they ended and counts the ones that wrote a file."""
+
+    config_model = FanInConfig
+    config: FanInConfig
+
+    def tasks(self) -> list[TaskSpec]:
+        """The parts and the collecting task."""
+        name = self.context.name
+        parts = [
+            TaskSpec(id=f"{name}.part{i}", workdir=self.workdir(f"{name}.part{i}"),
+                     payload=CallablePayload(function="campaign_tasks:part", kwargs={"fail": i in self.config.failing}))
+            for i in range(self.config.parts)
+        ]
+        collect = TaskSpec(id=f"{name}.collect", workdir=self.workdir(f"{name}.collect"),
+                           payload=CallablePayload(function="campaign_tasks:count_parts",
+                                                   kwargs={"folders": [f"../{part.id}" for part in parts]}),
+                           after=[part.id for part in parts])
+        return [*parts, collect]
+
+
 class NotAScale:
     """Registered as a scale but not a Scale subclass."""
 
