@@ -77,6 +77,8 @@ LIBRARY = "library.csv"
 """The library table (``id,smiles``) in the scale's folder, written by :meth:`ActiveDockingScale.tasks`."""
 FINGERPRINTS = "fingerprints.npz"
 """The fingerprint cache in the scale's folder, written by the first training task."""
+BATCH = "batch.json"
+"""What a dock task writes before it docks: its ``[id, smiles]`` pairs (see :func:`dock_and_record`)."""
 DOCK, TRAIN = "dock", "train"
 """Values of the ``stage`` label of the two kinds of task."""
 SAFE_ID = re.compile(r"[A-Za-z0-9._-]+")
@@ -252,7 +254,7 @@ class ActiveDockingScale(Scale):
         for number, batch in enumerate(batches):
             task_id = f"{name}.r{round_index:03d}.b{number:0{width}d}"
             payload = dock_payload(self.config, batch, self._env(task_id), function=RECORD_FUNCTION)
-            docks.append(self._spec(task_id, payload, self.config.resources, DOCK, round_index, []))
+            docks.append(self._spec(task_id, payload, self.config.resources, DOCK, round_index))
         train_id = f"{name}.r{round_index:03d}.train"
         previous = f"../{name}.r{round_index - 1:03d}.{TRAIN}/{PREDICTIONS}" if round_index else None
         kwargs: dict[str, JsonValue] = {
@@ -268,7 +270,10 @@ class ActiveDockingScale(Scale):
             "threads": self.config.train_resources.cores,
         }
         payload = CallablePayload(function=TRAIN_FUNCTION, kwargs=kwargs, env=self._env(train_id))
-        train = self._spec(train_id, payload, self.config.train_resources, TRAIN, round_index, [t.id for t in docks])
+        # after, not depends_on: a dock task that fails outright (Vina crashed, the walltime ran out) must not fail
+        # the round's training and with it the rest of the campaign; the training reads the folders that have scores.
+        train = self._spec(train_id, payload, self.config.train_resources, TRAIN, round_index)
+        train = train.model_copy(update={"after": [task.id for task in docks]})
         return [*docks, train]
 
     def _env(self, task_id: str) -> dict[str, str]:
@@ -282,7 +287,6 @@ class ActiveDockingScale(Scale):
         resources: Resources,
         stage: str,
         round_index: int,
-        depends_on: list[str],
     ) -> TaskSpec:
         return TaskSpec(
             id=task_id,
@@ -291,7 +295,6 @@ class ActiveDockingScale(Scale):
             retry=self.config.retry,
             labels={"scale": self.context.name, "stage": stage, "round": str(round_index)},
             workdir=self.workdir(task_id),
-            depends_on=depends_on,
             priority=self.config.priority,
         )
 
@@ -316,8 +319,13 @@ def dock_and_record(**kwargs: JsonValue) -> dict[str, JsonValue]:
 
     The copy lets training tasks read every docking result from the task
     folders alone; it is written atomically, so a training task never reads
-    half a file.
+    half a file. The batch itself (:data:`BATCH`) is written first: a training
+    task runs ``after`` its dock tasks however they ended, and a folder with a
+    batch but no scores names the ligands of a dock task that crashed, was
+    killed or ran out of time, which the round then counts as failed instead
+    of choosing them again.
     """
+    atomic_write_text(BATCH, json.dumps(kwargs["ligands"]))
     results = dock_batch(**kwargs)  # type: ignore[arg-type]
     atomic_write_text(SCORES, json.dumps(results))
     return results

@@ -74,7 +74,7 @@ def test_round_zero_docks_a_seeded_random_sample_then_trains(spec_dir: Path, tmp
     docks, train = tasks[:2], tasks[2]
     assert all(task.labels == {"scale": "ml1", "stage": "dock", "round": "0"} for task in docks)
     assert train.labels == {"scale": "ml1", "stage": "train", "round": "0"}
-    assert train.depends_on == ["ml1.r000.b000", "ml1.r000.b001"] and train.workdir == "tasks/ml1/ml1.r000.train"
+    assert train.after == ["ml1.r000.b000", "ml1.r000.b001"] and not train.depends_on and train.workdir == "tasks/ml1/ml1.r000.train"
     docked = [ligand for task in docks for ligand in _kwargs(task)["ligands"]]
     assert [len(_kwargs(task)["ligands"]) for task in docks] == [4, 2] and len({i for i, _ in docked}) == 6
     assert all(isinstance(task.payload, CallablePayload) and task.payload.function == RECORD_FUNCTION for task in docks)
@@ -100,7 +100,7 @@ def test_a_training_result_makes_the_next_round_from_its_choice(spec_dir: Path, 
     assert [task.id for task in follow] == ["ml1.r001.b000", "ml1.r001.train"]
     assert _kwargs(follow[0])["ligands"] == chosen and follow[0].labels["round"] == "1"
     kwargs = _kwargs(follow[1])
-    assert follow[1].depends_on == ["ml1.r001.b000"]
+    assert follow[1].after == ["ml1.r001.b000"]
     assert kwargs["dock_dirs"] == ["../ml1.r000.b000", "../ml1.r000.b001", "../ml1.r001.b000"]
     assert kwargs["previous"] == f"../ml1.r000.train/{PREDICTIONS}" and kwargs["round_index"] == 1
     later = scale.on_result(follow[1], _trained(follow[1], round=1, next=chosen[:1], topk_overlap=0.75))
