@@ -156,12 +156,16 @@ def collect_sections(view: CampaignView, owners: Iterable[tuple[str, Any, str | 
 
 
 def plugin_owners(resolved: Any) -> list[tuple[str, Any, str | None]]:
-    """``(label, class, scale name)`` of each scale plugin and of the policy of a resolved campaign."""
-    owners: list[tuple[str, Any, str | None]] = [
+    """``(label, class, scale name)`` of the policy, then of each scale plugin, of a resolved campaign.
+
+    The policy comes first: its sections see across scales (a pipeline's outcome), which is what a reader wants
+    before any one scale's detail.
+    """
+    owners: list[tuple[str, Any, str | None]] = [(f"policy ({resolved.policy.__name__})", resolved.policy, None)]
+    owners += [
         (f"scale {scale.spec.name} ({scale.plugin.__name__})", scale.plugin, scale.spec.name)
         for scale in resolved.scales
     ]
-    owners.append((f"policy ({resolved.policy.__name__})", resolved.policy, None))
     return owners
 
 
@@ -626,6 +630,9 @@ def write_report_files(directory: Path, out: Path | None = None, now: float | No
         page = _Page(out)
         name = _campaign_name(spec_meta) if spec_meta else None
         _summary(page, data, directory, name, running)
+        # What the campaign found comes first, then how the machine was used: a scientist reads the outcome,
+        # an operator scrolls on to utilization and latency.
+        _science(page, store, spec_meta, directory)
 
         t0 = data.first_start
         if t0 is None:
@@ -659,7 +666,6 @@ def write_report_files(directory: Path, out: Path | None = None, now: float | No
         elif not data.queue:
             page.add('<p class="note">Nothing was queued yet.</p>')
         _timings(page, data)
-        _science(page, store, spec_meta, directory)
         _failures(page, data)
 
     title = f"Campaign report: {name}" if name else "Campaign report"

@@ -200,7 +200,9 @@ def test_plugin_sections_are_rendered_and_escaped(campaign: Path, tmp_path: Path
     monkeypatch.setattr(report_module, "plugin_owners", lambda resolved: owners)
     index, pngs = write_report_files(campaign, tmp_path / "out")
     page = index.read_text()
-    science = page[page.index("<h2>Science</h2>"):page.index("<h2>Failures</h2>")]
+    # The outcome leads: the science right after the summary, the infrastructure figures after it.
+    assert page.index("<h2>Summary</h2>") < page.index("<h2>Science</h2>") < page.index("<h2>Utilization</h2>")
+    science = page[page.index("<h2>Science</h2>"):page.index("<h2>Utilization</h2>")]
     assert "<h3>Hits of dock &lt;top 1%&gt;</h3>" in science
     assert "score &lt; -9 &amp; rising" in science  # text escaped
     assert "<table><tr><td>ZINC42</td><td>-11.2</td></tr></table>" in science  # html trusted

@@ -82,10 +82,15 @@ def test_reference_campaign_runs_every_stage_and_ranks_the_finalists(tmp_path: P
     known = outcome.enrichment.known
     assert known > 0 and len(rows) == outcome.molecules == 12 + known
     assert [row["ligand"] for row in rows[:2]] == [f.ligand for f in finalists]
+    assert all(row["smiles"] for row in rows)  # the never-docked molecules too
+    assert len(outcome.known_ligands) == known and all(k.smiles for k in outcome.known_ligands)
 
     index, pngs = write_report_files(directory)
     summary_text = (index.parent / "summary.txt").read_text()
     assert "Outcome: the finalists" in summary_text and "EF at 1%" in summary_text
     page = index.read_text()
     assert "Funnel through the stages" in page and "report_sections raised" not in page
+    # A chemist's report: the outcome, with the finalists and the known ligands drawn, before any infrastructure.
+    assert page.index("Outcome: the finalists") < page.index("Known ligands") < page.index("<h2>Utilization</h2>")
+    assert page.count("<svg") >= len(finalists) + known
     assert len(pngs) > 8  # telemetry figures plus the stages' science plots

@@ -94,11 +94,15 @@ def test_rank_orders_finalists_by_s3_with_fine_refining_and_pocket_leavers_last(
     np.savez(tmp_path / "tasks" / "ml1" / "r2" / "predictions.npz",
              ids=np.array(["moses-1", "known-a", "moses-2", "moses-3", "moses-4", "known-b"]),
              mean=np.array([-8.8, -8.0, -7.9, -7.2, -7.5, -6.0]), std=np.full(6, 0.3))
+    (tmp_path / "tasks" / "ml1" / "library.csv").write_text(
+        "id,smiles\nknown-a,CCO\nknown-b,CC(=O)O\nmoses-1,c1ccccc1O\nmoses-2,CCN\nmoses-3,CCC\nmoses-4,CCCl\n"
+        "moses-bad,C1CC\n")
     workdir = tmp_path / "tasks" / "ranking" / "ranking.final"
     workdir.mkdir(parents=True)
     monkeypatch.chdir(workdir)
-    outcome = RankingOutcome.model_validate(
-        rank("../../..", DOCKED, "tasks/ml1/r2/predictions.npz", SEGMENTS, COARSE, FINE, "known-", 0.2))
+    outcome = RankingOutcome.model_validate(rank(
+        "../../..", DOCKED, "tasks/ml1/r2/predictions.npz", SEGMENTS, COARSE, FINE, "known-", 0.2,
+        library="tasks/ml1/library.csv"))
 
     # moses-1 left the pocket: last finalist. known-a and moses-2 were refined: they swap by S3-FG.
     assert [f.ligand for f in outcome.finalists] == ["known-a", "moses-2", "moses-1"]
@@ -113,6 +117,8 @@ def test_rank_orders_finalists_by_s3_with_fine_refining_and_pocket_leavers_last(
     assert rows[-1]["error"].startswith("parse:")
     assert rows[2]["left_pocket"] == "True" and rows[2]["ligand_rmsd_max"] == "6.500"
     assert rows[4]["docking_score"] == "" and rows[4]["predicted_score"] == "-7.500"  # never docked
+    assert [row["smiles"] for row in rows] == ["CCO", "CCN", "c1ccccc1O", "CCC", "CCCl", "CC(=O)O", "C1CC"]
+    assert last.ligand_rmsd_max == 6.5
 
     assert outcome.molecules == 7 and outcome.docked == 4 and outcome.failed == 1
     enrichment = outcome.enrichment
@@ -120,7 +126,9 @@ def test_rank_orders_finalists_by_s3_with_fine_refining_and_pocket_leavers_last(
     assert enrichment.after_s1 == pytest.approx((1 / 2) / (2 / 7))
     assert enrichment.after_s3 == pytest.approx((1 / 2) / (2 / 7))
     assert enrichment.known_finalists == 1
-    assert outcome.known_ranks == {"known-a": (2, 1), "known-b": (6, 6)}
+    known = [(k.ligand, k.smiles, k.rank_after_s1, k.rank_after_s3, k.docking_score, k.predicted, k.predicted_std)
+             for k in outcome.known_ligands]
+    assert known == [("known-a", "CCO", 2, 1, -8.5, None, None), ("known-b", "CC(=O)O", 6, 6, None, -6.0, 0.3)]
 
 
 def test_scale_waits_for_upstream_then_reads_each_stage_by_the_shape_of_its_results(tmp_path: Path) -> None:
@@ -128,13 +136,16 @@ def test_scale_waits_for_upstream_then_reads_each_stage_by_the_shape_of_its_resu
                          ScaleContext(name="ranking", campaign_dir=tmp_path, spec_dir=tmp_path))
     assert scale.tasks() == []
 
-    def done(task_id: str, value: object) -> DoneTask:
+    def done(task_id: str, value: object, **kwargs: object) -> DoneTask:
         workdir = tmp_path / "tasks" / "s" / task_id
         workdir.mkdir(parents=True)
-        spec = TaskSpec(id=task_id, workdir=f"tasks/s/{task_id}", payload=CallablePayload(function="m:f"))
-        return DoneTask(spec, value, workdir)
+        payload = CallablePayload(function="m:f", kwargs=kwargs)  # type: ignore[arg-type]
+        return DoneTask(TaskSpec(id=task_id, workdir=f"tasks/s/{task_id}", payload=payload), value, workdir)
 
-    train_old, train_new = done("r0.train", surrogate_round(0, 0.4)), done("r1.train", surrogate_round(1, 0.7))
+    (tmp_path / "tasks" / "s" / "library.csv").parent.mkdir(parents=True)
+    (tmp_path / "tasks" / "s" / "library.csv").write_text("id,smiles\nmoses-1,c1ccccc1O\n")
+    train_old = done("r0.train", surrogate_round(0, 0.4), library="../nowhere.csv")
+    train_new = done("r1.train", surrogate_round(1, 0.7), library="../library.csv")
     (train_new.workdir / "predictions.npz").write_bytes(b"")
     # A replica's value is of no kind the ranking reads: it must not be taken for an S3-FG result or a segment.
     replica = ReplicaResult(ligand="moses-1", replica=0, dg_mean=-41.0, frames=2, seconds=1.0).model_dump(mode="json")
@@ -152,5 +163,6 @@ def test_scale_waits_for_upstream_then_reads_each_stage_by_the_shape_of_its_resu
     kwargs = task.payload.kwargs
     assert kwargs["docked"] == DOCKED
     assert kwargs["predictions"] == "tasks/s/r1.train/predictions.npz"  # the last round's
+    assert kwargs["library"] == "tasks/s/library.csv"  # the library that round predicted, for every SMILES
     assert kwargs["segments"] == SEGMENTS and kwargs["coarse"] == COARSE and kwargs["fine"] == FINE
     assert kwargs["root"] == "../../.." and kwargs["fraction"] == 0.05

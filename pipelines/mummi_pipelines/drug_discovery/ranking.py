@@ -48,6 +48,7 @@ from mummi_scales.drug_discovery.results import (
     FailedLigand,
     Finalist,
     FineResult,
+    KnownLigand,
     RankingOutcome,
     Segment,
     SurrogateRound,
@@ -100,7 +101,7 @@ class RankingScale(Scale):
         """The ranking task over every upstream result, classified by kind (see the module docstring)."""
         done = [task for tasks in upstream.values() for task in tasks]
         docked: dict[str, DockedLigand | FailedLigand] = {}
-        rounds: list[tuple[int, Path]] = []
+        rounds: list[tuple[int, DoneTask]] = []
         segments: list[Segment] = []
         coarse: dict[str, CoarseEstimate] = {}
         fine: list[FineResult] = []
@@ -108,7 +109,7 @@ class RankingScale(Scale):
             if (batch := parse_as(DockingBatch, task.value)) is not None:
                 docked.update(batch.root)
             elif (trained := parse_as(SurrogateRound, task.value)) is not None:
-                rounds.append((trained.round, task.workdir))
+                rounds.append((trained.round, task))
             elif (segment := parse_as(Segment, task.value)) is not None:
                 segments.append(segment)
             elif (summary := parse_as(CoarseSummary, task.value)) is not None:
@@ -116,16 +117,20 @@ class RankingScale(Scale):
             elif (refined := parse_as(FineResult, task.value)) is not None:
                 fine.append(refined)
         root = self.context.campaign_dir
-        predictions = None
+        predictions = library = None
         last_round = max(rounds, key=lambda found: found[0], default=None)
-        if last_round is not None and (last_round[1] / PREDICTIONS).is_file():
-            predictions = str((last_round[1] / PREDICTIONS).relative_to(root))
+        if last_round is not None:
+            trained_in = last_round[1].workdir
+            if (trained_in / PREDICTIONS).is_file():
+                predictions = str((trained_in / PREDICTIONS).relative_to(root))
+            library = _library_of(last_round[1], root)
         task_id = f"{self.context.name}.final"
         workdir = self.workdir(task_id)
         kwargs: dict[str, JsonValue] = {
             "root": campaign_root(workdir),
             "docked": DockingBatch(docked).model_dump(mode="json"),
             "predictions": predictions,
+            "library": library,
             "segments": [segment.model_dump(mode="json") for segment in segments],
             "coarse": {ligand: estimate.model_dump(mode="json") for ligand, estimate in coarse.items()},
             "fine": [refined.model_dump(mode="json") for refined in fine],
@@ -134,6 +139,25 @@ class RankingScale(Scale):
         }
         return [TaskSpec(id=task_id, workdir=workdir, resources=self.config.resources, labels={"stage": STAGE},
                          payload=CallablePayload(function=RANK_FUNCTION, kwargs=kwargs))]
+
+
+def _library_of(training: DoneTask, root: Path) -> str | None:
+    """The library table (``id,smiles``, relative to ``root``) a surrogate round predicted, from its task's
+    ``library`` argument; ``None`` when the task names none that exists."""
+    payload = training.spec.payload
+    named = payload.kwargs.get("library") if isinstance(payload, CallablePayload) else None
+    if not isinstance(named, str):
+        return None
+    path = (training.workdir / named).resolve()
+    return str(path.relative_to(root.resolve())) if path.is_file() and path.is_relative_to(root.resolve()) else None
+
+
+def _smiles(root: str, library: str | None) -> dict[str, str]:
+    """Id -> SMILES of every library molecule; empty without a library table."""
+    if library is None:
+        return {}
+    with (Path(root) / library).open(newline="") as handle:
+        return {row["id"]: row["smiles"] for row in csv.DictReader(handle)}
 
 
 def order_enrichment(order: list[str], unranked: list[str], actives: set[str], fraction: float) -> float | None:
@@ -174,7 +198,7 @@ class _Dynamics(NamedTuple):
 
 
 def rank(root: str, docked: dict[str, Any], predictions: str | None, segments: list[Any], coarse: dict[str, Any],
-         fine: list[Any], known_prefix: str, fraction: float) -> dict[str, JsonValue]:
+         fine: list[Any], known_prefix: str, fraction: float, library: str | None = None) -> dict[str, JsonValue]:
     """Write :data:`RANKING_CSV` in the current directory and return the campaign's outcome.
 
     Parameters
@@ -195,6 +219,9 @@ def rank(root: str, docked: dict[str, Any], predictions: str | None, segments: l
         Ids of known actives start with this.
     fraction:
         Top fraction at which enrichment factors are measured.
+    library:
+        The library table (``id,smiles``) the surrogate predicted, relative to ``root``: the SMILES of the
+        molecules never docked; ``None`` without a surrogate.
 
     Returns
     -------
@@ -202,7 +229,7 @@ def rank(root: str, docked: dict[str, Any], predictions: str | None, segments: l
         A dumped :class:`~mummi_scales.drug_discovery.results.RankingOutcome`:
         ``molecules``, ``docked``, ``failed``, ``finalists`` (final order, with each stage's estimate),
         ``enrichment`` (EF after S1 and after S3, known ligands and how many became finalists) and
-        ``known_ranks`` (each known ligand's rank after S1 and after S3, 1-based).
+        ``known_ligands`` (each known ligand's rank after S1 and after S3, 1-based, with its score or prediction).
     """
     predicted: dict[str, tuple[float, float]] = {}
     if predictions is not None:
@@ -210,6 +237,7 @@ def rank(root: str, docked: dict[str, Any], predictions: str | None, segments: l
             predicted = {str(i): (float(m), float(s))
                          for i, m, s in zip(table["ids"], table["mean"], table["std"], strict=True)}
     batch = DockingBatch.model_validate(docked)
+    smiles = _smiles(root, library) | {ligand: entry.smiles for ligand, entry in batch.root.items()}
     scored, failed = batch.docked(), batch.failed()
     estimates = {ligand: CoarseEstimate.model_validate(estimate) for ligand, estimate in coarse.items()}
     refined = {result.ligand: result for result in map(FineResult.model_validate, fine)}
@@ -230,11 +258,10 @@ def rank(root: str, docked: dict[str, Any], predictions: str | None, segments: l
         writer = csv.writer(handle)
         writer.writerow(COLUMNS)
         for position, ligand in enumerate([*after_s3, *sorted(failed)], start=1):
-            entry = batch.root.get(ligand)
             mean, std = predicted.get(ligand, (None, None))
             dynamics = md.get(ligand)
             writer.writerow([
-                "" if ligand in failed else position, ligand, "" if entry is None else entry.smiles,
+                "" if ligand in failed else position, ligand, smiles.get(ligand, ""),
                 ligand.startswith(known_prefix), ligand in s3_order, *_numbers(scored.get(ligand), "score"),
                 _number(mean), _number(std), "" if dynamics is None else dynamics.left_pocket,
                 *_numbers(dynamics, "ligand_rmsd_max"),
@@ -245,6 +272,8 @@ def rank(root: str, docked: dict[str, Any], predictions: str | None, segments: l
     # Failed molecules belong to the library too: last in every order, as a campaign would leave them.
     unranked = sorted(failed)
     molecules = set(after_s1) | set(failed)
+    s1_rank = {ligand: position for position, ligand in enumerate(after_s1, start=1)}
+    s3_rank = {ligand: position for position, ligand in enumerate(after_s3, start=1)}
     actives = {ligand for ligand in molecules if ligand.startswith(known_prefix)}
     return RankingOutcome(
         molecules=len(molecules),
@@ -253,6 +282,7 @@ def rank(root: str, docked: dict[str, Any], predictions: str | None, segments: l
         finalists=[
             Finalist(ligand=ligand, smiles=scored[ligand].smiles, docking_score=scored[ligand].score,
                      left_pocket=md[ligand].left_pocket if ligand in md else None,
+                     ligand_rmsd_max=md[ligand].ligand_rmsd_max if ligand in md else None,
                      s3cg=estimates.get(ligand), s3fg=refined.get(ligand))
             for ligand in s3_order
         ],
@@ -263,7 +293,13 @@ def rank(root: str, docked: dict[str, Any], predictions: str | None, segments: l
             known=len(actives),
             known_finalists=sum(ligand in actives for ligand in s3_order),
         ),
-        known_ranks={ligand: (after_s1.index(ligand) + 1 if ligand in after_s1 else None,
-                              after_s3.index(ligand) + 1 if ligand in after_s3 else None)
-                     for ligand in sorted(actives)},
+        known_ligands=sorted(
+            (KnownLigand(ligand=ligand, smiles=smiles.get(ligand, ""),
+                         rank_after_s1=s1_rank.get(ligand), rank_after_s3=s3_rank.get(ligand),
+                         docking_score=scored[ligand].score if ligand in scored else None,
+                         predicted=None if ligand in scored else predicted.get(ligand, (None, None))[0],
+                         predicted_std=None if ligand in scored else predicted.get(ligand, (None, None))[1])
+             for ligand in actives),
+            key=lambda known: (known.rank_after_s3 is None, known.rank_after_s3 or 0, known.ligand),
+        ),
     ).model_dump(mode="json")

@@ -279,6 +279,23 @@ class Finalist(StageResult):
     """Whether it left the pocket in S2; ``None`` when no segment of it is known."""
     s3cg: CoarseEstimate | None
     s3fg: FineResult | None
+    ligand_rmsd_max: float | None = None
+    """Largest RMSD (angstrom) of the ligand from its docked pose over S2, pocket superposed; ``None`` without S2."""
+
+
+class KnownLigand(StageResult):
+    """Where a known active ended up: the campaign's test of whether it finds the binders it should."""
+
+    ligand: str
+    smiles: str
+    rank_after_s1: int | None
+    """1-based rank after S1; ``None`` when it failed preparation or docking."""
+    rank_after_s3: int | None
+    docking_score: float | None
+    """Its Vina score (kcal/mol) when the campaign docked it."""
+    predicted: float | None
+    """The surrogate's last predicted score (kcal/mol) when it was never docked."""
+    predicted_std: float | None
 
 
 class Enrichment(StageResult):
@@ -303,5 +320,5 @@ class RankingOutcome(StageResult):
     finalists: list[Finalist]
     """In their final order."""
     enrichment: Enrichment
-    known_ranks: dict[str, tuple[int | None, int | None]]
-    """Each known ligand's rank after S1 and after S3 (1-based; ``None`` when unranked)."""
+    known_ligands: list[KnownLigand]
+    """Every known active of the library, best ranked after S3 first."""
