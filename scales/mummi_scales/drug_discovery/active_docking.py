@@ -54,6 +54,7 @@ from mummi_scales.drug_discovery import data
 from mummi_scales.drug_discovery.docking import DockingSettings, dock_batch, dock_payload
 from mummi_scales.drug_discovery.results import DockingBatch, SurrogateRound
 from mummi_scales.drug_discovery.surrogate import (
+    BATCH,
     PREDICTIONS,
     SCORES,
     ActiveLearningConfig,
@@ -77,8 +78,6 @@ LIBRARY = "library.csv"
 """The library table (``id,smiles``) in the scale's folder, written by :meth:`ActiveDockingScale.tasks`."""
 FINGERPRINTS = "fingerprints.npz"
 """The fingerprint cache in the scale's folder, written by the first training task."""
-BATCH = "batch.json"
-"""What a dock task writes before it docks: its ``[id, smiles]`` pairs (see :func:`dock_and_record`)."""
 DOCK, TRAIN = "dock", "train"
 """Values of the ``stage`` label of the two kinds of task."""
 SAFE_ID = re.compile(r"[A-Za-z0-9._-]+")

@@ -34,6 +34,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import sys
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -42,7 +43,7 @@ from typing import Literal, Self
 
 import numpy as np
 import torch
-from pydantic import Field, JsonValue, ValidationError, model_validator
+from pydantic import Field, JsonValue, TypeAdapter, ValidationError, model_validator
 from torch import nn
 
 from mummi_like import StrictModel, atomic_write, seeded_uniform
@@ -59,6 +60,8 @@ MODEL = "model.pt"
 """The trained ensemble a training task writes (see :meth:`Ensemble.save`)."""
 SCORES = "scores.json"
 """What a dock task of the ``active-docking`` scale writes beside its poses: its result, for training tasks."""
+BATCH = "batch.json"
+"""What a dock task writes before it docks: its ``[id, smiles]`` pairs, so that a crashed one's ligands can be named."""
 PREDICT_CHUNK = 4096
 """Library rows predicted at once, so that memory stays bounded for large libraries."""
 
@@ -558,29 +561,40 @@ def learn_round(
 def read_scores(dock_dirs: Sequence[str]) -> dict[str, DockedLigand | FailedLigand]:
     """Every ligand result the dock tasks in ``dock_dirs`` wrote to their :data:`SCORES` file.
 
+    A training task runs ``after`` its dock tasks however they ended, so a
+    folder may lack :data:`SCORES`. Where the dock task got as far as writing
+    its :data:`BATCH`, it crashed, was killed or ran out of time while docking:
+    its ligands count as failed, so that the round goes on and they are not
+    chosen again and again. Where it wrote neither (it never started: cancelled,
+    or its folder was deleted) its ligands were never tried and stay
+    candidates; a warning on the task's stderr names the folder.
+
     Raises
     ------
-    FileNotFoundError
-        Naming the dock task folder whose file is missing: the training task
-        runs only after its dock tasks are done, so a missing file means the
-        folder was moved or deleted.
     ValueError
         Naming the file, when it holds no docking batch.
     """
     results: dict[str, DockedLigand | FailedLigand] = {}
     for folder in dock_dirs:
-        path = Path(folder) / SCORES
-        if not path.is_file():
-            raise FileNotFoundError(
-                f"{path.resolve()} is missing: the dock task of that folder wrote no scores (was the folder moved or "
-                "deleted?); rerun the dock task or restore its folder"
-            )
-        try:
-            results.update(DockingBatch.model_validate(json.loads(path.read_text())).root)
-        except ValidationError as error:
-            raise ValueError(
-                f"{path.resolve()} holds no dock task's scores ({problem(error)}); rerun the dock task of that folder"
-            ) from None
+        path, batch = Path(folder) / SCORES, Path(folder) / BATCH
+        if path.is_file():
+            try:
+                results.update(DockingBatch.model_validate(json.loads(path.read_text())).root)
+            except ValidationError as error:
+                raise ValueError(
+                    f"{path.resolve()} holds no dock task's scores ({problem(error)}); rerun the dock task of that "
+                    "folder"
+                ) from None
+        elif batch.is_file():
+            try:
+                pairs = TypeAdapter(list[tuple[str, str]]).validate_json(batch.read_text())
+            except ValidationError as error:
+                raise ValueError(f"{batch.resolve()} holds no dock task's batch ({problem(error)})") from None
+            failure = "docking: the dock task ended without scores (it crashed, was killed or ran out of time)"
+            results.update({ligand: FailedLigand(error=failure, smiles=smiles) for ligand, smiles in pairs})
+        else:
+            print(f"warning: {Path(folder).resolve()} has neither {SCORES} nor {BATCH}: its dock task never ran, so "
+                  "its ligands stay candidates", file=sys.stderr)
     return results
 
 

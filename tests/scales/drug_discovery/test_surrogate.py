@@ -19,6 +19,7 @@ from rdkit import Chem  # noqa: E402
 
 from mummi_scales.drug_discovery import data  # noqa: E402
 from mummi_scales.drug_discovery.surrogate import (  # noqa: E402
+    BATCH,
     MODEL,
     PREDICTIONS,
     SCORES,
@@ -206,13 +207,37 @@ def test_the_training_task_writes_predictions_and_chooses_the_next_batch(
     assert saved["ids"].tolist() == ids and int(saved["docked"].sum()) == 21 and len(saved["top"]) == 5
     assert np.isnan(saved["score"][20]) and saved["score"][0] == pytest.approx(truth[0])
     assert (work / MODEL).is_file()
-    with pytest.raises(FileNotFoundError, match=r"d9/scores.json is missing.*rerun the dock task"):
-        train_and_acquire(str(library), str(tmp_path / "fp.npz"), [str(tmp_path / "d9")], 1, None, [],
-                          SMALL.model_dump(), plan.model_dump(), seed=3)  # fmt: skip
     not_scores = _dock_folder(tmp_path / "d8", {ids[0]: {"score": "high", "smiles": smiles[0]}})  # type: ignore[dict-item]
     with pytest.raises(ValueError, match=r"d8/scores.json holds no dock task's scores \(.*; rerun the dock task"):
         train_and_acquire(str(library), str(tmp_path / "fp.npz"), [not_scores], 1, None, [],
                           SMALL.model_dump(), plan.model_dump(), seed=3)  # fmt: skip
+
+
+def test_a_dock_task_that_ended_without_scores_fails_its_ligands_and_the_round_goes_on(
+    molecules: tuple[list[str], list[str], np.ndarray], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A dock task killed mid-batch left its batch but no scores; one that never ran left nothing."""
+    ids, smiles, truth = molecules
+    library = tmp_path / "library.csv"
+    library.write_text("id,smiles\n" + "".join(f"{i},{s}\n" for i, s in zip(ids, smiles)))
+    scored = _dock_folder(tmp_path / "d0", {i: {"score": float(t), "poses": f"poses/{i}.sdf", "smiles": s}
+                                            for i, s, t in zip(ids[:12], smiles[:12], truth[:12])})  # fmt: skip
+    killed = tmp_path / "d1"
+    killed.mkdir()
+    (killed / BATCH).write_text(json.dumps([[i, s] for i, s in zip(ids[12:17], smiles[12:17])]))
+    never_ran = tmp_path / "d2"
+    never_ran.mkdir()
+    work = tmp_path / "train"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    plan = ActiveLearningConfig(initial=12, batch=5, budget=40, acquisition="greedy", top_k=5)
+    value = train_and_acquire(str(library), str(tmp_path / "fp.npz"), [scored, str(killed), str(never_ran)], 1,
+                              None, [], SMALL.model_dump(), plan.model_dump(), seed=3)  # fmt: skip
+    assert (value["docked"], value["labelled"], value["failed"]) == (17, 12, 5)
+    chosen = {ligand_id for ligand_id, _ in value["next"]}  # type: ignore[union-attr]
+    assert len(chosen) == 5 and not chosen & set(ids[:17])
+    assert f"{never_ran.resolve()} has neither scores.json nor batch.json" in capsys.readouterr().err
 
 
 @pytest.mark.slow
