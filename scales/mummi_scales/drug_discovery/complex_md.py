@@ -84,6 +84,10 @@ class ComplexMDConfig(ParameterizedConfig):
 
     top_k: int = Field(3, ge=1, description="Finalists: the ligands with the best (lowest) docking scores upstream.")
     target: str = Field("PGR", description="The dockstring target the ligands were docked into.")
+    receptor: data.ReceptorSource = Field(
+        "crystal", description="The receptor the ligands were docked into (the docking scale's receptor: the poses "
+        "are in its frame): dockstring's, or the target's crystal structure prepared here.",
+    )
     solvent: Solvent = Field(
         "obc2", description="Implicit solvent: 'obc2' (built-in force, fast) or 'gbn2' (custom GB, more accurate)."
     )
@@ -127,7 +131,7 @@ class ComplexMDConfig(ParameterizedConfig):
         if self.timestep > 0.0025 and self.hydrogen_mass is None:
             problems.append(f"timestep {self.timestep} ps needs hydrogen_mass (e.g. 1.5), or use 0.002")
         try:
-            data.receptor(self.target)
+            data.check_receptor(self.target, self.receptor)
         except (ValueError, ModuleNotFoundError) as error:
             problems.append(str(error))
         if problems:
@@ -168,10 +172,18 @@ class ComplexMDScale(Scale):
         """
         best: dict[str, tuple[float, str, str]] = {}
         dock_tasks = 0
+        receptor = data.docking_receptor(self.config.target, self.config.receptor, self.context.campaign_dir)
         for done in (task for tasks in upstream.values() for task in tasks):
             batch = parse_as(DockingBatch, done.value)
             if batch is None or not batch.root:  # a dock task docks one ligand or more
                 continue
+            docked_into = getattr(done.spec.payload, "kwargs", {}).get("receptor")
+            if docked_into is not None and Path(str(docked_into)) != receptor.pdbqt:
+                raise ValueError(
+                    f"scale {self.context.name!r} builds complexes on receptor {self.config.receptor!r} "
+                    f"({receptor.pdbqt}) but {done.spec.id} docked into {docked_into}: the poses are in that "
+                    "receptor's frame; give both scales the same target and receptor"
+                )
             dock_tasks += 1
             for ligand, entry in batch.docked().items():
                 if not math.isfinite(entry.score):
@@ -193,7 +205,8 @@ class ComplexMDScale(Scale):
             complex_folder = self.workdir(prep_id)
             tasks.append(callable_task(self, self.config, prep_id, PREPARE_FUNCTION, {
                 "root": campaign_root(complex_folder), "ligand": ligand, "smiles": smiles, "docking_score": score,
-                "pose": pose, "target": self.config.target, "pocket_radius": self.config.pocket_radius,
+                "pose": pose, "target": self.config.target, "receptor": self.config.receptor,
+                "pocket_radius": self.config.pocket_radius,
                 "feature_radius": self.config.feature_radius, "cache": CACHE, "complex": complex_folder,
             }, {"stage": PREP, "ligand": ligand}))
             segment = {"ligand": ligand, "smiles": smiles, "docking_score": score, "complex": complex_folder}
@@ -304,6 +317,7 @@ def prepare(
     docking_score: float,
     pose: str,
     target: str,
+    receptor: data.ReceptorSource,
     pocket_radius: float | None,
     feature_radius: float,
     cache: str,
@@ -318,7 +332,9 @@ def prepare(
         ``cache`` and ``complex`` are relative to it.
     ligand, smiles, docking_score
         The finalist, recorded in the result.
-    pose, target, pocket_radius, feature_radius, cache, complex
+    target, receptor
+        The receptor docked into (:func:`mummi_scales.drug_discovery.data.docking_receptor`).
+    pose, pocket_radius, feature_radius, cache, complex
         As in :func:`mummi_scales.drug_discovery.complexes.prepare_complex` (``complex`` is
         its ``folder``).
 
@@ -339,7 +355,8 @@ def prepare(
     """
     began = time.perf_counter()
     base = Path(root)
-    prepared = prepare_complex(ligand, smiles, base / pose, target, base / complex, pocket_radius=pocket_radius,
+    docked_into = data.docking_receptor(target, receptor, base)
+    prepared = prepare_complex(ligand, smiles, base / pose, docked_into, base / complex, pocket_radius=pocket_radius,
                                cache=base / cache, feature_radius=feature_radius)
     details = json.loads((prepared.folder / COMPLEX_JSON).read_text())
     return ComplexPrep(

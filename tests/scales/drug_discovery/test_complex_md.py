@@ -60,7 +60,7 @@ def run_task(campaign: Path, task: TaskSpec) -> Any:
 def docked(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, DoneTask]:
     """A campaign folder with one finished dock task: three ligands docked into PGR and one invalid SMILES."""
     campaign = tmp_path_factory.mktemp("campaign")
-    spec = TaskSpec(id="dock.0", payload=dock_payload(FAST, LIGANDS, {}), workdir="tasks/dock/dock.0",
+    spec = TaskSpec(id="dock.0", payload=dock_payload(FAST, LIGANDS, {}, campaign), workdir="tasks/dock/dock.0",
                     labels={"scale": "dock", "stage": "dock"})
     value = run_task(campaign, spec)
     return campaign, DoneTask(spec=spec, value=value, workdir=campaign / spec.workdir)
@@ -84,6 +84,16 @@ def test_entry_point_and_no_initial_tasks(tmp_path: Path) -> None:
 def test_config_rejects_settings_that_cannot_run(config: dict[str, Any], message: str) -> None:
     with pytest.raises(ValidationError, match=message):
         ComplexMDConfig(**config)
+
+
+@pytest.mark.slow
+def test_complexes_are_refused_on_another_receptor_than_the_poses_were_docked_into(
+    docked: tuple[Path, DoneTask],
+) -> None:
+    campaign, dock = docked
+    with pytest.raises(ValueError, match=r"builds complexes on receptor 'dockstring' .* but dock.0 docked into .*"
+                                         r"1a28-A-STR.receptor.pdbqt.*give both scales the same target and receptor"):
+        scale(campaign, receptor="dockstring").on_upstream_done({"dock": [dock]})
 
 
 @pytest.mark.slow

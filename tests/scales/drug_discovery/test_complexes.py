@@ -25,7 +25,8 @@ from mummi_scales.drug_discovery.docking import DockingConfig, dock_batch, dock_
 PROGESTERONE = dict(data.known_ligands())["known-progesterone"]
 BUTYLAMINE = "CCCCN"
 """Protonated at pH 7.4 (an ammonium): the charged ligand, +1."""
-FAST = DockingConfig(box_size=20.0, exhaustiveness=4, max_evals=20_000, seed=1)
+FAST = DockingConfig(receptor="dockstring", box_size=20.0, exhaustiveness=4, max_evals=20_000, seed=1)
+DOCKSTRING = data.docking_receptor("PGR", "dockstring", Path("unused: dockstring's receptor is not prepared"))
 POCKET = 5.0
 """Truncation radius (angstrom) of the tests: small, so MD is quick."""
 
@@ -36,7 +37,7 @@ def dock(folder: Path, ligands: list[list[str]]) -> dict[str, dict[str, float | 
     cwd = Path.cwd()
     os.chdir(folder)
     try:
-        return dock_batch(**dock_payload(FAST, ligands, {}).kwargs)  # type: ignore[arg-type]
+        return dock_batch(**dock_payload(FAST, ligands, {}, folder).kwargs)  # type: ignore[arg-type]
     finally:
         os.chdir(cwd)
 
@@ -49,7 +50,7 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> dict[str, cx.PreparedComp
     prepared = {}
     for ligand, smiles in (("known-progesterone", PROGESTERONE), ("butylamine", BUTYLAMINE)):
         prepared[ligand] = cx.prepare_complex(
-            ligand, smiles, root / "dock" / str(results[ligand]["poses"]), "PGR", root / ligand,
+            ligand, smiles, root / "dock" / str(results[ligand]["poses"]), DOCKSTRING, root / ligand,
             pocket_radius=POCKET, cache=root / "cache",
         )
     return prepared
@@ -131,7 +132,7 @@ def test_truncation_restrains_backbone_and_whole_protein_does_not(
     free = cx.build_system(complex, restrain=False)[0]
     assert not any(isinstance(f, openmm.CustomExternalForce) for f in free.getForces())
 
-    whole = cx.prepare_complex("butylamine", BUTYLAMINE, _pose_path(complex), "PGR", tmp_path / "whole",
+    whole = cx.prepare_complex("butylamine", BUTYLAMINE, _pose_path(complex), DOCKSTRING, tmp_path / "whole",
                                pocket_radius=None, cache=complex.folder.parent / "cache")
     assert whole.restrained_atoms == []
     assert len(whole.receptor_atoms) > 4 * len(complex.receptor_atoms)
@@ -143,7 +144,7 @@ def test_truncation_restrains_backbone_and_whole_protein_does_not(
 @pytest.mark.slow
 def test_receptor_is_cached_once_and_free_of_clashes(built: dict[str, cx.PreparedComplex]) -> None:
     cache = built["butylamine"].folder.parent / "cache"
-    path = cx.prepared_receptor("PGR", cache)
+    path = cx.prepared_receptor(DOCKSTRING, cache)
     assert [p.name for p in path.parent.iterdir()] == ["receptor.pdb"]  # no temporary file left behind
     residues = cx._read_receptor(path)
     atoms = [(index, name, xyz) for index, residue in enumerate(residues) for name, element, xyz in residue.atoms
@@ -180,7 +181,7 @@ def test_ligand_amber_cannot_parameterize_fails_naming_ligand_tool_and_reason(tm
     pose = tmp_path / "phenylboronic.sdf"
     Chem.MolToMolFile(boronic, str(pose))
     with pytest.raises(cx.ComplexError, match=r"ligand phenylboronic .*antechamber failed.*no AM1 parameters"):
-        cx.prepare_complex("phenylboronic", "OB(O)c1ccccc1", pose, "PGR", tmp_path / "c", pocket_radius=POCKET,
+        cx.prepare_complex("phenylboronic", "OB(O)c1ccccc1", pose, DOCKSTRING, tmp_path / "c", pocket_radius=POCKET,
                            cache=tmp_path / "cache")
     assert not (tmp_path / "c" / cx.COMPLEX_JSON).exists()
     assert list((tmp_path / "cache" / "ligands").iterdir()) == []  # no half-made parameters in the cache
@@ -188,7 +189,7 @@ def test_ligand_amber_cannot_parameterize_fails_naming_ligand_tool_and_reason(tm
 
 def test_missing_pose_and_missing_complex_are_clear_errors(tmp_path: Path) -> None:
     with pytest.raises(cx.ComplexError, match=r"ligand x: pose file .*nope.sdf does not exist; dock the ligand"):
-        cx.prepare_complex("x", "C", tmp_path / "nope.sdf", "PGR", tmp_path / "c", pocket_radius=None,
+        cx.prepare_complex("x", "C", tmp_path / "nope.sdf", DOCKSTRING, tmp_path / "c", pocket_radius=None,
                            cache=tmp_path / "cache")
     with pytest.raises(cx.ComplexError, match="holds no prepared complex"):
         cx.load_complex(tmp_path)

@@ -39,7 +39,7 @@ FAST = DockingConfig(box_size=20.0, exhaustiveness=4, max_evals=20_000, seed=1)
 
 
 def _dock(tmp: Path, ligands: list[list[str]], config: DockingConfig) -> dict[str, dict[str, float | str]]:
-    payload = dock_payload(config, list(ligands), {})
+    payload = dock_payload(config, list(ligands), {}, tmp)
     cwd = Path.cwd()
     os.chdir(tmp)
     try:
@@ -98,11 +98,11 @@ def test_one_task_per_batch_covers_every_ligand_once(tmp_path: Path) -> None:
     assert tasks[0].payload.kwargs["exhaustiveness"] == 2  # type: ignore[union-attr]
 
 
-def test_box_size_overrides_dockstring_edges_around_its_center_and_max_evals_reaches_vina(tmp_path: Path) -> None:
+def test_box_size_overrides_the_receptors_edges_around_its_center_and_max_evals_reaches_vina(tmp_path: Path) -> None:
     pdbqt, center, size = data.receptor("PGR")
-    assert search_box(DockingConfig()) == (pdbqt, list(center), list(size))
-    assert search_box(DockingConfig(box_size=20))[1:] == (list(center), [20.0, 20.0, 20.0])
-    assert search_box(DockingConfig(box_size=(18, 20, 22)))[2] == [18.0, 20.0, 22.0]
+    assert search_box(DockingConfig(receptor="dockstring"), tmp_path) == (pdbqt, list(center), list(size))
+    assert search_box(DockingConfig(receptor="dockstring", box_size=20), tmp_path)[1:] == (list(center), [20.0] * 3)
+    assert search_box(DockingConfig(box_size=(18, 20, 22)), tmp_path)[2] == [18.0, 20.0, 22.0]
     config = DockingConfig(library_size=1, include_known_ligands=False, box_size=20, max_evals=20_000)
     (task,) = DockingScale(config, ScaleContext(name="s1", campaign_dir=tmp_path, spec_dir=tmp_path)).tasks()
     kwargs = task.payload.kwargs  # type: ignore[union-attr]
@@ -116,6 +116,26 @@ def test_config_rejects_parameters_and_unknown_targets() -> None:
         DockingConfig(parameters={"exhaustiveness": [1, 8]})
     with pytest.raises(ValidationError, match=r"dockstring has no target 'XYZ'"):
         DockingConfig(target="XYZ")
+    with pytest.raises(ValidationError, match=r"receptor: crystal has no structure for target 'ESR1' .*use receptor: "
+                                              r"dockstring"):
+        DockingConfig(target="ESR1")
+    with pytest.raises(ValidationError, match=r"receptor\n  Input should be 'dockstring' or 'crystal'"):
+        DockingConfig(receptor="1A28")
+    assert DockingConfig(target="ESR1", receptor="dockstring").target == "ESR1"
+
+
+def test_the_crystal_receptor_is_1a28_prepared_once_below_the_campaign_boxed_around_progesterone(
+    tmp_path: Path,
+) -> None:
+    """Where the default receptor comes from: 1A28 chain A, in its own frame, ~50 A from dockstring's box."""
+    pdbqt, center, size = search_box(DockingConfig(), tmp_path)
+    assert pdbqt.parent == tmp_path / data.RECEPTORS and pdbqt.name == "1a28-A-STR.receptor.pdbqt"
+    assert center == pytest.approx([22.85, 10.14, 60.28], abs=0.01) and min(size) > 10
+    first = pdbqt.stat().st_mtime_ns
+    assert search_box(DockingConfig(), tmp_path)[0].stat().st_mtime_ns == first  # reused, not prepared again
+    assert data.docking_receptor("PGR", "crystal", tmp_path).name == "PGR-1A28"
+    dockstring_center = data.receptor("PGR")[1]
+    assert sum((a - b) ** 2 for a, b in zip(center, dockstring_center)) ** 0.5 > 40
 
 
 @pytest.mark.slow
@@ -159,9 +179,13 @@ def test_the_fast_setting_still_finds_progesterones_pose(five: tuple[Path, list[
 
 @pytest.mark.slow
 def test_redocking_progesterone_into_pgr_scores_below_minus_8(tmp_path: Path) -> None:
-    """The crystal ligand of 1A28 docks well: -9.6 kcal/mol at exhaustiveness 4 here (-6.9 at 1 misses the pose)."""
-    results = _dock(tmp_path, [["progesterone", PROGESTERONE]], DockingConfig(exhaustiveness=4, seed=1))
+    """The crystal ligand of 1A28 docks well into dockstring's PGR: -9.6 kcal/mol at exhaustiveness 4 (-6.9 at 1 misses
+    the pose), and better into the receptor prepared from 1A28 itself (-11.5 at the fast setting)."""
+    results = _dock(tmp_path, [["progesterone", PROGESTERONE]],
+                    DockingConfig(receptor="dockstring", exhaustiveness=4, seed=1))  # fmt: skip
     assert results["progesterone"]["score"] < -8.0
+    crystal = _dock(tmp_path, [["progesterone", PROGESTERONE]], FAST)
+    assert crystal["progesterone"]["score"] < -10.5
 
 
 # --- ligands that parse but cannot be docked (hostile or malformed libraries) ------------------------------------

@@ -48,11 +48,11 @@ LIGAND = "known-progesterone"
 def dock_and_prepare(campaign: Path) -> complexes.PreparedComplex:
     """Progesterone docked into PGR (small, fast Vina search) and built as a 4 A pocket complex under ``campaign``."""
     smiles = dict(drug_data.known_ligands())[LIGAND]
-    receptor, center, _ = drug_data.receptor("PGR")
+    receptor = drug_data.docking_receptor("PGR", "crystal", campaign)
     with contextlib.chdir(campaign):
-        docked = docking.dock_batch([[LIGAND, smiles]], str(receptor), list(center), [20.0, 20.0, 20.0],
+        docked = docking.dock_batch([[LIGAND, smiles]], str(receptor.pdbqt), list(receptor.center), [20.0, 20.0, 20.0],
                                     exhaustiveness=2, seed=1, poses=1, max_evals=20000)
-    return complexes.prepare_complex(LIGAND, smiles, campaign / docked[LIGAND]["poses"], "PGR",
+    return complexes.prepare_complex(LIGAND, smiles, campaign / docked[LIGAND]["poses"], receptor,
                                      campaign / "complexes" / LIGAND, pocket_radius=4.0, cache=campaign / "cache",
                                      feature_radius=8.0)
 
