@@ -1,27 +1,40 @@
-"""Effective performance of ML1: how many docking calls active learning saves to find PGR's best binders.
+"""Effective performance of ML1: how many docking calls active learning saves to find a table's best binders.
 
-Replays the ``active-docking`` campaign against ``data/pgr_reference_scores.csv.gz`` (written by
-``bench/dock_reference.py``): the table is the oracle, so a "docking call" is a look-up, and a whole campaign
-takes seconds of surrogate training instead of hours of Vina. The replay uses the scale's own code
-(:func:`mummi_scales.drug_discovery.surrogate.learn_round`: the same fingerprints, ensemble, acquisition, held-out split
-and stop rules; round 0 drawn by the same seeded :func:`~mummi_scales.drug_discovery.surrogate.random_choice`), once per
-acquisition function (greedy, ucb, thompson, and random as the baseline) and seed, side by side.
+Replays the ``active-docking`` campaign against a table of docking scores (``smiles,score``, ids optional): the
+table is the oracle, so a "docking call" is a look-up, and a whole campaign takes seconds of surrogate training
+instead of hours of Vina. The replay uses the scale's own code (:func:`mummi_scales.drug_discovery.surrogate.learn_round`:
+the same fingerprints, ensemble, acquisition and stop rules; round 0 drawn by the same seeded
+:func:`~mummi_scales.drug_discovery.surrogate.random_choice`), once per acquisition function and seed, side by side.
+
+Two protocols:
+
+- ``--protocol campaign`` (default; the table defaults to ``data/pgr_reference_scores.csv.gz``, 5,009 molecules
+  docked into PGR by ``bench/dock_reference.py``): 2% at random, then rounds of 1%, to 10% of the library; the
+  top 1% is what the campaign should find;
+- ``--protocol molpal`` (MolPAL's, Graff et al., Chem. Sci. 2021): 1% at random, then 5 rounds of 1% (6% in
+  all), retrained from scratch each round, UCB's beta 2; the top 100 is what it should find. On MolPAL's Enamine
+  10k table (``../shared/data/molpal/Enamine10k_scores.csv.gz``) MolPAL's published figures are printed beside.
 
 Figures per acquisition (mean over seeds):
 
-- **recall**: fraction of the true top 1% of the table (by docked score) that the campaign has docked, after
-  every round;
-- **R^2**: the surrogate's on the held-out labelled molecules (what the campaign itself can measure) and on the
-  whole undocked library (what only the oracle knows);
+- **found, by molecule**: fraction of the table's top molecules (by docked score) that the campaign docked;
+- **found, by score value**: fraction of the top score values (a multiset: ties count) among the campaign's best
+  as many docked scores, MolPAL's "scores" metric;
 - **effective performance**: the calls brute force (docking in random order) needs on average to find 70% of
-  the top 1%, ``m (N + 1) / (n + 1)`` for ``m = ceil(0.7 n)`` of ``n`` top molecules among ``N``, over the calls
-  the campaign needed (counted at the end of the round that crossed 70%); the same for 50%, a milestone.
+  the top, ``m (N + 1) / (n + 1)`` for ``m = ceil(0.7 n)`` of ``n`` top molecules among ``N``, over the calls
+  the campaign needed (counted at the end of the round that crossed 70%); the same for 50%, a milestone;
+- **the surrogate**: R^2 of its out-of-fold predictions (what the campaign itself can measure) and on the
+  whole undocked library (what only the oracle knows), and how much its uncertainty knows: the rank
+  correlation of the predicted std with the absolute error over the undocked molecules, and (on the PGR
+  table) the percentile of the known ligands' std in the library after round 0.
 
-Targets (the issue's): R^2 >= 0.7, and >= 70% of the top 1% found with <= 10% of the calls. Run::
+Run (figures in ``bench/README.md``)::
 
     OMP_NUM_THREADS=1 .venv/bin/python bench/effective_performance.py
+    OMP_NUM_THREADS=1 .venv/bin/python bench/effective_performance.py --protocol molpal \\
+        --table ../shared/data/molpal/Enamine10k_scores.csv.gz --seeds 0 1 2 3 4
 
-``--help`` lists the settings; the plot (recall and R^2 against calls) goes to ``--out``.
+``--help`` lists the settings; the plot (found and R^2 against calls) goes to ``--out``.
 """
 
 from __future__ import annotations
@@ -32,17 +45,22 @@ import gzip
 import math
 import sys
 import time
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import get_args
 
 import numpy as np
 import torch
 from rich.console import Console
+from rich.progress import Progress
 from rich.table import Table
 
+from mummi_scales.drug_discovery.data import KNOWN_PREFIX
 from mummi_scales.drug_discovery.surrogate import (
     ActiveLearningConfig,
+    FingerprintKind,
     SurrogateConfig,
     capped,
     fingerprints,
@@ -54,18 +72,47 @@ from mummi_scales.drug_discovery.surrogate import (
 )
 
 REFERENCE = Path(__file__).resolve().parents[1] / "data" / "pgr_reference_scores.csv.gz"
-"""The oracle table."""
-FULL_TABLE = 5009
-"""Rows of the finished table (5000 MOSES molecules and 9 known ligands): fewer means dock_reference.py is still
-running."""
-TOP_FRACTION = 0.01
-"""The best binders the campaign should find: the top 1% of the table."""
+"""The default oracle: 5,009 molecules docked into PGR."""
 TARGET_RECALL = 0.7
-"""The fraction of them it should find."""
+"""The fraction of the top the campaign should find."""
 RECALLS = (0.5, TARGET_RECALL)
 """Recalls whose calls (and effective performance) the table reports: the target, and a milestone before it."""
 STRATEGIES = ("greedy", "ucb", "thompson", "random")
 """Acquisition functions compared, the baseline last."""
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """How a replayed campaign spends its calls (fractions of the table) and what it should find."""
+
+    initial: float
+    batch: float
+    budget: float
+    top: int | None
+    """The best molecules to find, a count; None: the top 1% of the table."""
+    beta: float
+    acquisitions: tuple[str, ...]
+
+
+PROTOCOLS = {
+    "campaign": Protocol(0.02, 0.01, 0.1, None, ActiveLearningConfig().beta, STRATEGIES),
+    "molpal": Protocol(0.01, 0.01, 0.06, 100, 2.0, ("greedy", "ucb", "random")),
+}
+"""``campaign``: the demo's shape (2%, rounds of 1%, to 10%; top 1%). ``molpal``: MolPAL's (1%, 5 rounds of 1%,
+6% in all; top 100; UCB's beta 2)."""
+MOLPAL_PUBLISHED = {
+    "random": (5.0, 5.6),
+    "RF greedy": (44.8, 51.6),
+    "RF ucb": (37.2, 43.2),
+    "NN greedy": (59.2, 66.8),
+    "NN ucb": (51.2, 58.0),
+    "MPN greedy": (59.6, 67.0),
+    "MPN ucb": (57.0, 64.4),
+}
+"""MolPAL's published % of the top 100 of Enamine 10k found after 6%, (by molecule, by score value), mean of 5
+runs (its analysis notebook at the ``publication`` tag; ``../shared/data/molpal/README.md``)."""
+ENAMINE_10K = "Enamine10k_scores"
+"""The name MolPAL's table goes by: its published figures are printed beside ours for it."""
 
 
 @dataclass
@@ -76,9 +123,15 @@ class Trace:
     seed: int
     calls: list[int] = field(default_factory=list)
     recall: list[float] = field(default_factory=list)
-    r2_held_out: list[float] = field(default_factory=list)
+    """Fraction of the top molecules docked."""
+    score_recall: list[float] = field(default_factory=list)
+    """Fraction of the top score values among the best docked scores."""
+    r2_out_of_fold: list[float] = field(default_factory=list)
     r2_library: list[float] = field(default_factory=list)
-    spearman: list[float] = field(default_factory=list)
+    uncertainty_rho: list[float] = field(default_factory=list)
+    """Spearman of the predicted std with the absolute error, over the undocked molecules."""
+    known_std_percentile: float | None = None
+    """Mean percentile (0-100) of the known ligands' std in the library after round 0, while none is docked."""
     converged_at: int | None = None
     """Calls spent when the scale's convergence rule would have stopped the campaign, or None."""
     seconds: float = 0.0
@@ -88,14 +141,36 @@ class Trace:
         return next((calls for calls, found in zip(self.calls, self.recall) if found >= recall), None)
 
 
-def read_reference(path: Path, limit: int | None) -> tuple[list[str], list[str], np.ndarray]:
-    """Ids, SMILES and scores (NaN where docking failed) of the first ``limit`` rows of the table (all: None)."""
-    with gzip.open(path, "rt", newline="") as handle:
+def read_table(path: Path, limit: int | None) -> tuple[list[str], list[str], np.ndarray]:
+    """Ids, SMILES and scores (NaN where docking failed) of the first ``limit`` rows of a ``smiles,score`` table.
+
+    Ids come from an ``id`` column where there is one, else ``row-<n>``. A SMILES that appears twice keeps its
+    last row, as MolPAL's look-up does. Plain or gzip CSV.
+    """
+    opener = gzip.open if path.name.endswith(".gz") else open
+    with opener(path, "rt", newline="") as handle:
         rows = list(csv.DictReader(handle))[:limit]
     if not rows:
-        raise SystemExit(f"{path} holds no rows yet: run bench/dock_reference.py first")
-    scores = np.array([float(row["score"]) if row["score"] else np.nan for row in rows])
-    return [row["id"] for row in rows], [row["smiles"] for row in rows], scores
+        raise SystemExit(f"{path} holds no rows: give a smiles,score table (bench/dock_reference.py writes one)")
+    if not {"smiles", "score"} <= rows[0].keys():
+        raise SystemExit(f"{path} has the columns {', '.join(rows[0])}; it needs smiles and score (id optional)")
+    last = {row["smiles"]: (index, row) for index, row in enumerate(rows)}
+    kept = sorted(last.values(), key=lambda item: item[0])
+    ids = [row.get("id") or f"row-{index}" for index, row in kept]
+    scores = np.array([float(row["score"]) if row["score"] else np.nan for _, row in kept])
+    return ids, [row["smiles"] for _, row in kept], scores
+
+
+def score_recall(found: np.ndarray, top_values: np.ndarray) -> float:
+    """Fraction of the ``top_values`` multiset held by the best ``len(top_values)`` of the ``found`` scores."""
+    best = np.sort(found[~np.isnan(found)])[: len(top_values)]
+    return sum((Counter(best.tolist()) & Counter(top_values.tolist())).values()) / len(top_values)
+
+
+def _spearman(first: np.ndarray, second: np.ndarray) -> float:
+    from scipy.stats import spearmanr
+
+    return float(spearmanr(first, second).statistic) if len(first) > 2 else float("nan")
 
 
 def replay(
@@ -123,6 +198,8 @@ def replay(
     overlaps: list[float] = []
     previous_top: list[str] | None = None
     truth_capped = capped(truth, surrogate)
+    top_values = np.sort(truth[top])
+    known = np.array([ligand_id.startswith(KNOWN_PREFIX) for ligand_id in ids])
     round_index = 0
     while True:
         docked[chosen] = True
@@ -133,10 +210,14 @@ def replay(
         unseen = ~docked & valid & ~np.isnan(truth)
         trace.calls.append(int(docked.sum()))
         trace.recall.append(float(docked[top].mean()))
-        trace.r2_held_out.append(np.nan if found.r2 is None else found.r2)
+        trace.score_recall.append(score_recall(np.where(docked, truth, np.nan), top_values))
+        trace.r2_out_of_fold.append(np.nan if found.r2 is None else found.r2)
         r2_library = r_squared(truth_capped[unseen], found.mean[unseen])
         trace.r2_library.append(np.nan if r2_library is None else r2_library)
-        trace.spearman.append(np.nan if found.spearman is None else found.spearman)
+        trace.uncertainty_rho.append(_spearman(found.std[unseen], np.abs(found.mean - truth_capped)[unseen]))
+        if round_index == 0 and (known & ~docked).any():
+            percentile = 100 * np.argsort(np.argsort(found.std)) / max(len(ids) - 1, 1)
+            trace.known_std_percentile = float(percentile[known & ~docked].mean())
         if found.overlap is not None:
             overlaps.append(found.overlap)
         reason = stop_reason(int(docked.sum()), int(unseen.sum()), overlaps, plan)
@@ -171,8 +252,13 @@ def _mean(values: Sequence[float | None]) -> float:
     return float(np.mean(present)) if present else float("nan")
 
 
-def plot(traces: Sequence[Trace], library: int, budget: int, out: Path) -> None:
-    """Recall and R^2 against docking calls, one colour per acquisition, seeds faint, means bold."""
+def _percent(values: Sequence[float]) -> str:
+    """``mean ± s.d.`` in percent, as MolPAL reports its runs."""
+    return f"{100 * np.mean(values):.1f} ± {100 * np.std(values):.1f}"
+
+
+def plot(traces: Sequence[Trace], library: int, budget: int, name: str, out: Path) -> None:
+    """Found and R^2 against docking calls, one colour per acquisition, seeds faint, means bold."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -188,18 +274,16 @@ def plot(traces: Sequence[Trace], library: int, budget: int, out: Path) -> None:
         calls = mine[0].calls
         left.plot(calls, [_mean([t.recall[i] for t in mine]) for i in range(len(calls))], color=colors[strategy],
                   marker="o", markersize=3, label=strategy)  # fmt: skip
-        right.plot(calls, [_mean([t.r2_held_out[i] for t in mine]) for i in range(len(calls))],
-                   color=colors[strategy], marker="o", markersize=3, label=f"{strategy}: held out")  # fmt: skip
+        right.plot(calls, [_mean([t.r2_out_of_fold[i] for t in mine]) for i in range(len(calls))],
+                   color=colors[strategy], marker="o", markersize=3, label=f"{strategy}: out of fold")  # fmt: skip
         right.plot(calls, [_mean([t.r2_library[i] for t in mine]) for i in range(len(calls))],
                    color=colors[strategy], linestyle="--", label=f"{strategy}: rest of library")  # fmt: skip
     left.plot([0, budget], [0, budget / library], color="black", linestyle=":", label="brute force (expected)")
     left.axhline(TARGET_RECALL, color="grey", linewidth=0.8)
-    left.axvline(0.1 * library, color="grey", linewidth=0.8)
     left.set_xlabel("docking calls")
-    left.set_ylabel(f"fraction of the top {TOP_FRACTION:.0%} docked")
-    left.set_title(f"Recall of the best binders ({library} molecules)")
+    left.set_ylabel("fraction of the top molecules docked")
+    left.set_title(f"Best binders found: {name} ({library} molecules)")
     left.legend(fontsize="small")
-    right.axhline(0.7, color="grey", linewidth=0.8)
     right.set_xlabel("docking calls")
     right.set_ylabel("surrogate R^2")
     right.set_title("Surrogate accuracy")
@@ -212,89 +296,112 @@ def plot(traces: Sequence[Trace], library: int, budget: int, out: Path) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Replay every acquisition for every seed, print the table, save the plot."""
-    defaults, plan_defaults = SurrogateConfig(), ActiveLearningConfig()
+    defaults = SurrogateConfig()
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--table", type=Path, default=REFERENCE, help="The oracle (dock_reference.py's table).")
+    parser.add_argument("--table", type=Path, default=REFERENCE, help="The oracle: a smiles,score table (id optional).")
+    parser.add_argument("--protocol", choices=list(PROTOCOLS), default="campaign",
+                        help="campaign: 2%% then rounds of 1%% to 10%%, top 1%%; molpal: 1%% then 5 x 1%%, top 100.")
     parser.add_argument("--rows", type=int, default=None, help="Use the first N rows only (a quicker run).")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="Seeds; figures are their means.")
-    parser.add_argument("--acquisitions", nargs="+", choices=STRATEGIES, default=list(STRATEGIES))
-    parser.add_argument("--initial", type=float, default=0.02, help="Random molecules of round 0: a count, or a "
-                        "fraction (< 1) of the library.")  # fmt: skip
-    parser.add_argument("--batch", type=float, default=0.01, help="Molecules chosen per round (count or fraction).")
-    parser.add_argument("--budget", type=float, default=0.1, help="Docking calls (count or fraction).")
-    parser.add_argument("--beta", type=float, default=plan_defaults.beta, help="ucb's weight of the std.")
+    parser.add_argument("--acquisitions", nargs="+", choices=STRATEGIES, help="Default: the protocol's.")
+    parser.add_argument("--initial", type=float, help="Random molecules of round 0: a count, or a fraction (< 1) "
+                        "of the library (default: the protocol's).")  # fmt: skip
+    parser.add_argument("--batch", type=float, help="Molecules chosen per round (count or fraction).")
+    parser.add_argument("--budget", type=float, help="Docking calls (count or fraction).")
+    parser.add_argument("--top", type=int, help="How many best molecules to find (default: the protocol's).")
+    parser.add_argument("--beta", type=float, help="ucb's weight of the std (default: the protocol's).")
     parser.add_argument("--members", type=int, default=defaults.members, help="MLPs in the ensemble.")
     parser.add_argument("--hidden", type=int, nargs="+", default=defaults.hidden, help="Hidden layer widths.")
-    parser.add_argument("--epochs", type=int, default=defaults.epochs, help="Training passes per member.")
-    parser.add_argument("--fingerprint", choices=("count", "bit"), default=defaults.fingerprint)
+    parser.add_argument("--epochs", type=int, default=defaults.epochs, help="Most training passes per member.")
+    parser.add_argument("--patience", type=int, default=defaults.patience, help="Early stopping's patience.")
+    parser.add_argument("--validation", type=float, default=defaults.validation, help="Each member's validation share.")
+    parser.add_argument("--fingerprint", choices=get_args(FingerprintKind), default=defaults.fingerprint)
     parser.add_argument("--bits", type=int, default=defaults.fingerprint_bits, help="Fingerprint length.")
-    parser.add_argument("--holdout", type=float, default=defaults.holdout, help="Labelled fraction held out.")
     parser.add_argument("--score-cap", type=float, default=defaults.score_cap, help="Scores above are trained on "
                         "(and R^2 measured) as this (kcal/mol).")  # fmt: skip
     parser.add_argument("--out", type=Path, default=Path("runs/bench-effective-performance/recall.png"),
                         help="Where the plot goes.")  # fmt: skip
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
-    console = Console()
+    console = Console(width=220)
+    protocol = PROTOCOLS[args.protocol]
+    name = args.table.name.split(".")[0]
 
-    ids, smiles, truth = read_reference(args.table, args.rows)
+    ids, smiles, truth = read_table(args.table, args.rows)
     library = len(ids)
-    note = "" if library >= FULL_TABLE else f" (the full table has {FULL_TABLE}: dock_reference.py is not done)"
-    console.print(f"{library} rows of {args.table}{note}; {int(np.isnan(truth).sum())} failed to dock")
+    console.print(f"{library} rows of {args.table} (distinct SMILES); {int(np.isnan(truth).sum())} failed to dock")
     surrogate = SurrogateConfig(
-        members=args.members, hidden=args.hidden, epochs=args.epochs, fingerprint=args.fingerprint,
-        fingerprint_bits=args.bits, holdout=args.holdout, score_cap=args.score_cap,
+        members=args.members, hidden=args.hidden, epochs=args.epochs, patience=args.patience,
+        validation=args.validation, fingerprint=args.fingerprint, fingerprint_bits=args.bits,
+        score_cap=args.score_cap,
     )  # fmt: skip
-    initial, batch, budget = (max(1, round(value * library)) if value < 1 else int(value)
-                              for value in (args.initial, args.batch, args.budget))  # fmt: skip
-    plan = ActiveLearningConfig(initial=initial, batch=batch, budget=budget, beta=args.beta)
+    initial, batch, budget = (max(1, round(value * library)) if value < 1 else int(value) for value in (
+        args.initial or protocol.initial, args.batch or protocol.batch, args.budget or protocol.budget))  # fmt: skip
+    beta = protocol.beta if args.beta is None else args.beta
+    plan = ActiveLearningConfig(initial=initial, batch=batch, budget=budget, beta=beta)
     rows, valid = fingerprints(smiles, surrogate)
     docked_ok = np.flatnonzero(~np.isnan(truth))
-    n_top = max(1, math.ceil(TOP_FRACTION * library))
+    n_top = args.top or protocol.top or max(1, math.ceil(0.01 * library))
     top = docked_ok[np.argsort(truth[docked_ok], kind="stable")[:n_top]]
     brute = {recall: brute_force_calls(library, n_top, recall) for recall in RECALLS}
     console.print(
-        f"top {TOP_FRACTION:.0%}: {n_top} molecules, scores <= {truth[top].max():.2f} kcal/mol; budget {budget} calls "
-        f"({budget / library:.1%}), initial {plan.initial}, batch {plan.batch}; brute force needs "
+        f"protocol {args.protocol}: top {n_top} molecules (scores <= {truth[top].max():.2f}); budget {budget} calls "
+        f"({budget / library:.1%}), initial {plan.initial}, batch {plan.batch}, ucb beta {beta}; brute force needs "
         + ", ".join(f"{brute[recall]:.0f} calls for {recall:.0%}" for recall in RECALLS)
-        + " of them on average"
+        + f" of them on average; surrogate: {surrogate.fingerprint} fingerprints, {surrogate.members} MLPs "
+        f"{surrogate.hidden}"
     )
+    acquisitions = args.acquisitions or list(protocol.acquisitions)
     traces: list[Trace] = []
-    for seed in args.seeds:
-        for strategy in args.acquisitions:
-            campaign = plan.model_copy(update={"acquisition": strategy})
-            trace = replay(ids, rows, valid, truth, top, surrogate, campaign, seed)
-            traces.append(trace)
-            console.print(
-                f"  seed {seed} {strategy:8s} recall {trace.recall[-1]:.2f} after {trace.calls[-1]} calls, "
-                f"held-out R^2 {trace.r2_held_out[-1]:.2f}, {trace.seconds:.0f} s"
-            )
-    table = Table(title=f"Effective performance of ML1 on PGR ({library} molecules, seeds {args.seeds})")
-    columns = [f"recall of top {TOP_FRACTION:.0%} at budget",
+    with Progress(console=console, transient=True) as progress:
+        bar = progress.add_task("campaigns", total=len(args.seeds) * len(acquisitions))
+        for seed in args.seeds:
+            for strategy in acquisitions:
+                trace = replay(ids, rows, valid, truth, top, surrogate,
+                               plan.model_copy(update={"acquisition": strategy}), seed)  # fmt: skip
+                traces.append(trace)
+                progress.advance(bar)
+                console.print(
+                    f"  seed {seed} {strategy:8s} found {trace.recall[-1]:.1%} by molecule, "
+                    f"{trace.score_recall[-1]:.1%} by score after {trace.calls[-1]} calls; "
+                    f"{trace.seconds:.0f} s"
+                )
+    table = Table(title=f"Effective performance of ML1 on {name} ({library} molecules, protocol {args.protocol}, "
+                        f"seeds {args.seeds})")  # fmt: skip
+    columns = [f"found by molecule (% of top {n_top})", "found by score value (%)",
                *(f"calls to {recall:.0%} (effective perf.)" for recall in RECALLS),
-               "held-out R^2", "library R^2", "Spearman", "convergence stop at", "s per campaign"]  # fmt: skip
+               "R^2 out of fold", "R^2 library", "rho(std, |error|)", "known ligands' std pct", "convergence at",
+               "s per campaign"]  # fmt: skip
     table.add_column("acquisition")
     for column in columns:
         table.add_column(column, justify="right")
-    for strategy in args.acquisitions:
+    for strategy in acquisitions:
         mine = [trace for trace in traces if trace.strategy == strategy]
         converged = [trace.converged_at for trace in mine if trace.converged_at is not None]
+        known = [trace.known_std_percentile for trace in mine if trace.known_std_percentile is not None]
         table.add_row(
-            strategy,
-            f"{_mean([trace.recall[-1] for trace in mine]):.2f}",
+            f"ours, {strategy}",
+            _percent([trace.recall[-1] for trace in mine]),
+            _percent([trace.score_recall[-1] for trace in mine]),
             *(calls_needed(mine, recall, brute[recall], budget) for recall in RECALLS),
-            f"{_mean([trace.r2_held_out[-1] for trace in mine]):.2f}",
+            f"{_mean([trace.r2_out_of_fold[-1] for trace in mine]):.2f}",
             f"{_mean([trace.r2_library[-1] for trace in mine]):.2f}",
-            f"{_mean([trace.spearman[-1] for trace in mine]):.2f}",
+            f"{_mean([trace.uncertainty_rho[-1] for trace in mine]):.2f}",
+            f"{np.mean(known):.0f}" if known else "-",
             f"{np.mean(converged):.0f} calls ({len(converged)}/{len(mine)})" if converged else "never",
             f"{np.mean([trace.seconds for trace in mine]):.0f}",
         )
+    if name == ENAMINE_10K and args.protocol == "molpal":
+        for label, (by_molecule, by_score) in MOLPAL_PUBLISHED.items():
+            table.add_row(f"MolPAL {label} (published)", f"{by_molecule:.1f}", f"{by_score:.1f}",
+                          *["-"] * (len(columns) - 2), style="dim")  # fmt: skip
     console.print(table)
     console.print(
-        "effective performance: brute force's expected calls over the campaign's; targets: R^2 >= 0.7, "
-        f"{TARGET_RECALL:.0%} of the top {TOP_FRACTION:.0%} within {0.1 * library:.0f} calls (10%)"
+        "effective performance: brute force's expected calls over the campaign's; found by score value: how many of "
+        f"the top {n_top} score values the campaign's best {n_top} docked scores hold (MolPAL's 'scores' metric); "
+        f"target on PGR's table: {TARGET_RECALL:.0%} of the top 1% within {0.1 * library:.0f} calls (10%)"
     )
-    plot(traces, library, budget, args.out)
+    plot(traces, library, budget, name, args.out)
     console.print(f"plot: {args.out}")
     return 0
 

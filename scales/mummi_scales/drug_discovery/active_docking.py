@@ -252,7 +252,8 @@ class ActiveDockingScale(Scale):
         docks = []
         for number, batch in enumerate(batches):
             task_id = f"{name}.r{round_index:03d}.b{number:0{width}d}"
-            payload = dock_payload(self.config, batch, self._env(task_id), function=RECORD_FUNCTION)
+            payload = dock_payload(self.config, batch, self._env(task_id), self.context.campaign_dir,
+                                   function=RECORD_FUNCTION)
             docks.append(self._spec(task_id, payload, self.config.resources, DOCK, round_index))
         train_id = f"{name}.r{round_index:03d}.train"
         previous = f"../{name}.r{round_index - 1:03d}.{TRAIN}/{PREDICTIONS}" if round_index else None
@@ -299,7 +300,7 @@ class ActiveDockingScale(Scale):
 
     @classmethod
     def report_sections(cls, view: CampaignView, scale_name: str) -> list[ReportSection]:
-        """Docking score histogram, surrogate parity on the last round's held-out molecules, and learning curve."""
+        """Docking score histogram, surrogate parity on the last round's out-of-fold predictions, and learning curve."""
         docks = [DockingBatch.model_validate(task.value) for task in view.done(scale_name, stage=DOCK)]
         rounds = sorted(((SurrogateRound.model_validate(task.value), task.workdir)
                          for task in view.done(scale_name, stage=TRAIN)), key=lambda pair: pair[0].round)
@@ -357,8 +358,8 @@ def _histogram(docks: Sequence[DockingBatch]) -> ReportSection:
 
 
 def _parity(predictions: Mapping[str, np.ndarray], trained: SurrogateRound) -> ReportSection:
-    out = predictions["held_out"].astype(bool)
-    truth, predicted, spread = predictions["score"][out], predictions["mean"][out], predictions["std"][out]
+    out = ~np.isnan(predictions["out_of_fold"])
+    truth, predicted, spread = predictions["score"][out], predictions["out_of_fold"][out], predictions["std"][out]
     figure = _figure(4.6, 4.2)
     ax = figure.subplots()
     if out.any():
@@ -368,9 +369,10 @@ def _parity(predictions: Mapping[str, np.ndarray], trained: SurrogateRound) -> R
     ax.set_xlabel("docked score (kcal/mol)")
     ax.set_ylabel("surrogate mean ± std (kcal/mol)")
     r2, rho = trained.r2, trained.spearman
-    ax.set_title(f"Held-out molecules, round {trained.round}")
+    ax.set_title(f"Out-of-fold predictions, round {trained.round}")
     text = (
-        f"{int(out.sum())} held-out molecules of round {trained.round} (never trained on): "
+        f"{int(out.sum())} docked molecules of round {trained.round}, each predicted by the members that held it "
+        "out of their training: "
         f"R^2 = {'n/a' if r2 is None else f'{r2:.2f}'}, Spearman = {'n/a' if rho is None else f'{rho:.2f}'}."
     )
     return ReportSection("Surrogate parity", figure=figure, text=text)
@@ -384,7 +386,7 @@ def _learning_curve(trains: Sequence[SurrogateRound]) -> ReportSection:
     left, right = figure.subplots(1, 2)
     left.plot(calls, r2, marker="o", color="#2a9d8f")
     left.set_xlabel("docking calls")
-    left.set_ylabel("held-out R^2")
+    left.set_ylabel("out-of-fold R^2")
     left.set_title("Surrogate accuracy")
     right.plot(calls, best, marker="o", color="#e76f51")
     right.set_xlabel("docking calls")

@@ -108,13 +108,14 @@ class SurrogateRound(StageResult):
     failed: int
     """Molecules whose docking failed."""
     trained_on: int
-    """Labelled molecules the surrogate trained on."""
+    """Labelled molecules the surrogate trained on (all of them: each member validates on its own few)."""
     held_out: int
-    """Labelled molecules kept out of training, on which ``r2`` and ``spearman`` are measured."""
+    """Labelled molecules with an out-of-fold prediction (from members that held them out), on which ``r2`` and
+    ``spearman`` are measured."""
     r2: float | None
-    """R^2 on the held-out molecules; ``None`` with fewer than 2."""
+    """R^2 of the out-of-fold predictions; ``None`` with fewer than 2."""
     spearman: float | None
-    """Rank correlation on the held-out molecules; ``None`` with fewer than 2."""
+    """Rank correlation of the out-of-fold predictions; ``None`` with fewer than 2."""
     topk_overlap: float | None
     """Fraction of the top-k shared with the previous round; ``None`` in round 0."""
     best_score: float | None

@@ -147,7 +147,7 @@ CAMPAIGN = """
           batch: 4
           budget: 12
           top_k: 4
-          surrogate: {members: 2, hidden: [32], epochs: 5, holdout: 0.25}
+          surrogate: {members: 2, hidden: [32], epochs: 5, validation: 0.25}
     """
 """Two rounds on 16 molecules: 8 random, then 4 chosen by ucb; Vina at its quickest setting."""
 

@@ -29,7 +29,6 @@ from mummi_scales.drug_discovery.surrogate import (  # noqa: E402
     SurrogateConfig,
     acquire,
     fingerprints,
-    held_out,
     learn_round,
     library_fingerprints,
     load_predictions,
@@ -40,7 +39,8 @@ from mummi_scales.drug_discovery.surrogate import (  # noqa: E402
     train_and_acquire,
 )
 
-SMALL = SurrogateConfig(members=3, hidden=[64, 16], epochs=80, batch_size=16, fingerprint_bits=1024)
+SMALL = SurrogateConfig(members=3, hidden=[64, 16], epochs=80, batch_size=16, fingerprint_bits=1024, validation=0.25,
+                        device="cpu")  # fmt: skip
 """An ensemble that trains on a few dozen molecules in about a second."""
 
 
@@ -62,23 +62,35 @@ def molecules() -> tuple[list[str], list[str], np.ndarray]:
 
 
 def test_fingerprints_count_substructures_and_flag_bad_smiles() -> None:
-    rows, valid = fingerprints(["CCO", "CCCCCCO", "C1CC(N"], SurrogateConfig(fingerprint_bits=256))
+    rows, valid = fingerprints(["CCO", "CCCCCCO", "C1CC(N"], SurrogateConfig(fingerprint_bits=256, fingerprint="morgan"))
     assert rows.shape == (3, 256) and rows.dtype == np.uint8
     assert valid.tolist() == [True, True, False] and not rows[2].any()
     assert rows[1].sum() > rows[0].sum(), "a longer chain holds more (and repeated) substructures"
-    bits, _ = fingerprints(["CCCCCCO"], SurrogateConfig(fingerprint_bits=256, fingerprint="bit"))
+    bits, _ = fingerprints(["CCCCCCO"], SurrogateConfig(fingerprint_bits=256, fingerprint="morgan-bits"))
     assert set(np.unique(bits)) <= {0, 1} and (bits[0] > 0).tolist() == (rows[1] > 0).tolist()
 
 
+def test_the_default_fingerprint_is_morgan_counts_beside_atom_pair_counts() -> None:
+    """Atom pairs at every distance: a longer chain has pairs farther apart, which Morgan radius 2 does not see."""
+    config = SurrogateConfig(fingerprint_bits=256)
+    both, _ = fingerprints(["CCCCCCO", "CCCCCCCCCCCCO"], config)
+    morgan, _ = fingerprints(["CCCCCCO"], config.model_copy(update={"fingerprint": "morgan"}))
+    pairs, _ = fingerprints(["CCCCCCO"], config.model_copy(update={"fingerprint": "atom-pair"}))
+    assert both.shape == (2, 512) and np.array_equal(both[0], np.concatenate([morgan[0], pairs[0]]))
+    assert np.count_nonzero(both[1, 256:]) > np.count_nonzero(both[0, 256:])
+    with pytest.raises(ValidationError, match=r"fingerprint\n  Input should be 'morgan\+atom-pair', 'morgan'"):
+        SurrogateConfig(fingerprint="count")
+
+
 def test_the_sparse_first_layer_equals_a_dense_layer_on_log1p_counts() -> None:
-    rows, _ = fingerprints(["CCO", "c1ccccc1C(=O)N", "CCCCCCCCCC"], SurrogateConfig(fingerprint_bits=512))
+    rows, _ = fingerprints(["CCO", "c1ccccc1C(=O)N", "CCCCCCCCCC"], SurrogateConfig(fingerprint_bits=256))
     layer = SparseLinear(512, 8)
     dense = np.log1p(rows.astype(np.float32)) @ layer.bag.weight[:512].detach().numpy() + layer.bias.detach().numpy()
     with torch.no_grad():
         assert np.allclose(layer(*sparse_features(rows)).numpy(), dense, atol=1e-5)
 
 
-def test_training_lowers_the_error_on_held_out_molecules(molecules: tuple[list[str], list[str], np.ndarray]) -> None:
+def test_training_lowers_the_error_on_unseen_molecules(molecules: tuple[list[str], list[str], np.ndarray]) -> None:
     _, smiles, scores = molecules
     rows, _ = fingerprints(smiles, SMALL)
     train, test = slice(0, 45), slice(45, 60)
@@ -101,7 +113,7 @@ def test_the_ensemble_is_deterministic_under_its_seed_and_survives_save_and_load
     other = Ensemble(config, seed=5).fit(rows[:40], scores[:40]).predict(rows)
     assert np.array_equal(mean, again[0]) and np.array_equal(std, again[1])
     assert not np.allclose(mean, other[0])
-    assert (std > 0).all(), "bootstrap resamples and seeds make the members disagree"
+    assert (std > 0).all(), "initialisations, batch orders and validation draws make the members disagree"
     first.save(tmp_path / MODEL)
     assert np.allclose(Ensemble.load(tmp_path / MODEL).predict(rows)[0], mean)
 
@@ -149,7 +161,9 @@ def test_a_round_trains_on_labels_only_and_chooses_among_molecules_not_docked(
     assert len(found.chosen) == 8 and not docked[found.chosen].any()
     greedy = acquire("greedy", found.mean, found.std, np.flatnonzero(~docked), 8, 0, round_rng(2, 1))
     assert found.chosen.tolist() == greedy.tolist()
-    assert found.held_out.tolist() == (held_out(ids, SMALL.holdout, 2) & ~np.isnan(scores)).tolist()
+    validated = ~np.isnan(found.out_of_fold)
+    assert validated.sum() > 10 and not (validated & np.isnan(scores)).any(), "out of fold: labelled molecules only"
+    assert found.r2 == pytest.approx(r_squared(np.minimum(truth, 0)[validated], found.out_of_fold[validated]))
     assert found.r2 is not None and found.overlap is None and found.stop is None
     top_ids = [ids[index] for index in found.top]
     again = learn_round(ids, rows, valid, scores, docked, SMALL, plan, 2, top_ids, [], seed=2)
@@ -168,7 +182,7 @@ def test_the_fingerprint_cache_is_reused_and_renewed_when_settings_change(tmp_pa
     assert np.array_equal(library_fingerprints(ids, smiles, SMALL, cache)[0], rows)
     assert cache.stat().st_mtime_ns == stamp, "the same library and settings read the cache"
     wider = SMALL.model_copy(update={"fingerprint_bits": 2048})
-    assert library_fingerprints(ids, smiles, wider, cache)[0].shape == (2, 2048)
+    assert library_fingerprints(ids, smiles, wider, cache)[0].shape == (2, 4096)  # Morgan + atom pairs
 
 
 def _dock_folder(folder: Path, results: dict[str, dict[str, object]]) -> str:
@@ -197,7 +211,7 @@ def test_the_training_task_writes_predictions_and_chooses_the_next_batch(
         str(library), str(tmp_path / "fp.npz"), dirs, 1, None, [], SMALL.model_dump(), plan.model_dump(), seed=3
     )
     assert (value["round"], value["docked"], value["labelled"], value["failed"]) == (1, 21, 20, 1)
-    assert value["trained_on"] + value["held_out"] == 20  # type: ignore[operator]
+    assert value["trained_on"] == 20 and 0 < value["held_out"] <= 20  # type: ignore[operator]
     assert value["best_score"] == pytest.approx(float(truth[:20].min())) and value["stop"] is None
     chosen = [ligand_id for ligand_id, _ in value["next"]]  # type: ignore[union-attr]
     assert len(chosen) == 5 and not set(chosen) & set(ids[:21])
@@ -254,3 +268,24 @@ def test_the_effective_performance_bench_replays_campaigns_on_the_reference_tabl
     assert "300 rows of" in result.stdout and "budget 60 calls" in result.stdout
     assert "│ greedy" in result.stdout and "│ random" in result.stdout
     assert out.stat().st_size > 10_000
+
+
+def test_the_device_string_chooses_where_the_ensemble_trains(
+    molecules: tuple[list[str], list[str], np.ndarray],
+) -> None:
+    """auto is the task's GPU where torch sees one, else the CPU; a GPU asked for where there is none says so."""
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    assert SurrogateConfig().torch_device().type == expected
+    with pytest.raises(ValidationError, match=r"device 'gpu0' is no torch device .*use auto, cpu or cuda"):
+        SurrogateConfig(device="gpu0")
+    _, smiles, scores = molecules
+    rows, _ = fingerprints(smiles[:20], SMALL)
+    if torch.cuda.is_available():
+        ensemble = Ensemble(SMALL.model_copy(update={"device": "cuda:0", "epochs": 5}), seed=0).fit(rows, scores[:20])
+        assert next(ensemble.members[0].parameters()).device.type == "cuda"
+        assert ensemble.predict(rows)[0].shape == (20,)
+    else:
+        with pytest.raises(RuntimeError, match=r"surrogate device 'cuda:0': torch sees no CUDA device here"):
+            Ensemble(SMALL.model_copy(update={"device": "cuda:0"}), seed=0)
+    on_cpu = Ensemble(SMALL.model_copy(update={"epochs": 5}), seed=0).fit(rows, scores[:20])
+    assert next(on_cpu.members[0].parameters()).device.type == "cpu"
