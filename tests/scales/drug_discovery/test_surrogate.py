@@ -266,7 +266,7 @@ def test_the_effective_performance_bench_replays_campaigns_on_the_reference_tabl
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert "300 rows of" in result.stdout and "budget 60 calls" in result.stdout
-    assert "│ greedy" in result.stdout and "│ random" in result.stdout
+    assert "ours, greedy" in result.stdout and "ours, random" in result.stdout
     assert out.stat().st_size > 10_000
 
 
