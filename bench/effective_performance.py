@@ -57,11 +57,12 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
-from mummi_scales.drug_discovery.data import KNOWN_PREFIX
+from mummi_scales.drug_discovery.data import KNOWN_PREFIX, enrichment_factor
 from mummi_scales.drug_discovery.surrogate import (
     ActiveLearningConfig,
     FingerprintKind,
     SurrogateConfig,
+    Uncertainty,
     capped,
     fingerprints,
     learn_round,
@@ -77,6 +78,8 @@ TARGET_RECALL = 0.7
 """The fraction of the top the campaign should find."""
 RECALLS = (0.5, TARGET_RECALL)
 """Recalls whose calls (and effective performance) the table reports: the target, and a milestone before it."""
+ORDER_AFTER_DOCKED = 1e6
+"""Added to a prediction to rank every undocked molecule after every docked one, as the ranking after S1 does."""
 STRATEGIES = ("greedy", "ucb", "thompson", "random")
 """Acquisition functions compared, the baseline last."""
 
@@ -91,15 +94,18 @@ class Protocol:
     top: int | None
     """The best molecules to find, a count; None: the top 1% of the table."""
     beta: float
+    explore: float
+    """Share of each later batch chosen farthest-first for novelty."""
     acquisitions: tuple[str, ...]
 
 
 PROTOCOLS = {
-    "campaign": Protocol(0.02, 0.01, 0.1, None, ActiveLearningConfig().beta, STRATEGIES),
-    "molpal": Protocol(0.01, 0.01, 0.06, 100, 2.0, ("greedy", "ucb", "random")),
+    "campaign": Protocol(0.02, 0.01, 0.1, None, ActiveLearningConfig().beta, ActiveLearningConfig().explore, STRATEGIES),
+    "molpal": Protocol(0.01, 0.01, 0.06, 100, 2.0, 0.0, ("greedy", "ucb", "random")),
 }
-"""``campaign``: the demo's shape (2%, rounds of 1%, to 10%; top 1%). ``molpal``: MolPAL's (1%, 5 rounds of 1%,
-6% in all; top 100; UCB's beta 2)."""
+"""``campaign``: the demo's shape (2%, rounds of 1%, to 10%; top 1%) with the scale's acquisition defaults.
+``molpal``: MolPAL's (1%, 5 rounds of 1%, 6% in all; top 100; UCB's beta 2; no novelty share, which MolPAL
+does not have)."""
 MOLPAL_PUBLISHED = {
     "random": (5.0, 5.6),
     "RF greedy": (44.8, 51.6),
@@ -132,6 +138,11 @@ class Trace:
     """Spearman of the predicted std with the absolute error, over the undocked molecules."""
     known_std_percentile: float | None = None
     """Mean percentile (0-100) of the known ligands' std in the library after round 0, while none is docked."""
+    known_docked: int = 0
+    """Known ligands (ids starting ``known-``) the campaign docked."""
+    enrichment: float | None = None
+    """EF1% of the known ligands in the campaign's order after S1 (docked by score, then the rest by prediction),
+    as the ``ranking`` scale computes it; None without known ligands."""
     converged_at: int | None = None
     """Calls spent when the scale's convergence rule would have stopped the campaign, or None."""
     seconds: float = 0.0
@@ -224,6 +235,11 @@ def replay(
         if trace.converged_at is None and reason is not None and reason.startswith("converged"):
             trace.converged_at = int(docked.sum())
         if found.stop is not None:
+            s1_order = np.where(docked, truth, ORDER_AFTER_DOCKED + found.mean)
+            trace.known_docked = int((docked & known).sum())
+            if known.any():
+                order = {ligand: float(value) for ligand, value in zip(ids, np.nan_to_num(s1_order, nan=np.inf))}
+                trace.enrichment = enrichment_factor(order, {ids[int(i)] for i in np.flatnonzero(known)}, 0.01)
             break
         chosen = found.chosen
         previous_top = [ids[index] for index in found.top]
@@ -250,6 +266,12 @@ def calls_needed(traces: Sequence[Trace], recall: float, brute: float, budget: i
 def _mean(values: Sequence[float | None]) -> float:
     present = [value for value in values if value is not None and not np.isnan(value)]
     return float(np.mean(present)) if present else float("nan")
+
+
+def _spread(values: Sequence[float | None]) -> str:
+    """``mean (min-max)`` of per-seed figures."""
+    present = [value for value in values if value is not None]
+    return f"{np.mean(present):.1f} ({min(present):.1f}-{max(present):.1f})"
 
 
 def _percent(values: Sequence[float]) -> str:
@@ -310,6 +332,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--budget", type=float, help="Docking calls (count or fraction).")
     parser.add_argument("--top", type=int, help="How many best molecules to find (default: the protocol's).")
     parser.add_argument("--beta", type=float, help="ucb's weight of the std (default: the protocol's).")
+    parser.add_argument("--explore", type=float, help="Share of each later batch chosen farthest-first for novelty "
+                        "(default: the protocol's).")  # fmt: skip
     parser.add_argument("--members", type=int, default=defaults.members, help="MLPs in the ensemble.")
     parser.add_argument("--hidden", type=int, nargs="+", default=defaults.hidden, help="Hidden layer widths.")
     parser.add_argument("--epochs", type=int, default=defaults.epochs, help="Most training passes per member.")
@@ -317,6 +341,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--validation", type=float, default=defaults.validation, help="Each member's validation share.")
     parser.add_argument("--fingerprint", choices=get_args(FingerprintKind), default=defaults.fingerprint)
     parser.add_argument("--bits", type=int, default=defaults.fingerprint_bits, help="Fingerprint length.")
+    parser.add_argument("--uncertainty", choices=get_args(Uncertainty), default=defaults.uncertainty,
+                        help="The predicted std: the members' spread with or without the distance term.")
+    parser.add_argument("--bootstrap", action=argparse.BooleanOptionalAction, default=defaults.bootstrap,
+                        help="Members train on bootstrap resamples of the labels.")
     parser.add_argument("--score-cap", type=float, default=defaults.score_cap, help="Scores above are trained on "
                         "(and R^2 measured) as this (kcal/mol).")  # fmt: skip
     parser.add_argument("--out", type=Path, default=Path("runs/bench-effective-performance/recall.png"),
@@ -333,12 +361,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     surrogate = SurrogateConfig(
         members=args.members, hidden=args.hidden, epochs=args.epochs, patience=args.patience,
         validation=args.validation, fingerprint=args.fingerprint, fingerprint_bits=args.bits,
-        score_cap=args.score_cap,
+        score_cap=args.score_cap, uncertainty=args.uncertainty, bootstrap=args.bootstrap,
     )  # fmt: skip
     initial, batch, budget = (max(1, round(value * library)) if value < 1 else int(value) for value in (
         args.initial or protocol.initial, args.batch or protocol.batch, args.budget or protocol.budget))  # fmt: skip
     beta = protocol.beta if args.beta is None else args.beta
-    plan = ActiveLearningConfig(initial=initial, batch=batch, budget=budget, beta=beta)
+    plan = ActiveLearningConfig(initial=initial, batch=batch, budget=budget, beta=beta,
+                                explore=protocol.explore if args.explore is None else args.explore)
     rows, valid = fingerprints(smiles, surrogate)
     docked_ok = np.flatnonzero(~np.isnan(truth))
     n_top = args.top or protocol.top or max(1, math.ceil(0.01 * library))
@@ -346,10 +375,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     brute = {recall: brute_force_calls(library, n_top, recall) for recall in RECALLS}
     console.print(
         f"protocol {args.protocol}: top {n_top} molecules (scores <= {truth[top].max():.2f}); budget {budget} calls "
-        f"({budget / library:.1%}), initial {plan.initial}, batch {plan.batch}, ucb beta {beta}; brute force needs "
+        f"({budget / library:.1%}), initial {plan.initial}, batch {plan.batch}, ucb beta {beta}, explore {plan.explore}; brute force needs "
         + ", ".join(f"{brute[recall]:.0f} calls for {recall:.0%}" for recall in RECALLS)
         + f" of them on average; surrogate: {surrogate.fingerprint} fingerprints, {surrogate.members} MLPs "
-        f"{surrogate.hidden}"
+        f"{surrogate.hidden}, uncertainty {surrogate.uncertainty}"
     )
     acquisitions = args.acquisitions or list(protocol.acquisitions)
     traces: list[Trace] = []
@@ -364,14 +393,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                 console.print(
                     f"  seed {seed} {strategy:8s} found {trace.recall[-1]:.1%} by molecule, "
                     f"{trace.score_recall[-1]:.1%} by score after {trace.calls[-1]} calls; "
-                    f"{trace.seconds:.0f} s"
+                    + (f"{trace.known_docked} known ligands docked, EF1% {trace.enrichment:.1f}; "
+                       if trace.enrichment is not None else "")
+                    + f"{trace.seconds:.0f} s"
                 )
     table = Table(title=f"Effective performance of ML1 on {name} ({library} molecules, protocol {args.protocol}, "
                         f"seeds {args.seeds})")  # fmt: skip
     columns = [f"found by molecule (% of top {n_top})", "found by score value (%)",
                *(f"calls to {recall:.0%} (effective perf.)" for recall in RECALLS),
-               "R^2 out of fold", "R^2 library", "rho(std, |error|)", "known ligands' std pct", "convergence at",
-               "s per campaign"]  # fmt: skip
+               "R^2 out of fold", "R^2 library", "rho(std, |error|)", "known ligands' std pct",
+               "known docked", "EF1% after S1", "convergence at", "s per campaign"]  # fmt: skip
     table.add_column("acquisition")
     for column in columns:
         table.add_column(column, justify="right")
@@ -388,6 +419,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"{_mean([trace.r2_library[-1] for trace in mine]):.2f}",
             f"{_mean([trace.uncertainty_rho[-1] for trace in mine]):.2f}",
             f"{np.mean(known):.0f}" if known else "-",
+            *((f"{np.mean([t.known_docked for t in mine]):.1f}", _spread([t.enrichment for t in mine]))
+              if mine[0].enrichment is not None else ("-", "-")),
             f"{np.mean(converged):.0f} calls ({len(converged)}/{len(mine)})" if converged else "never",
             f"{np.mean([trace.seconds for trace in mine]):.0f}",
         )

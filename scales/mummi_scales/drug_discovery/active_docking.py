@@ -87,12 +87,12 @@ SAFE_ID = re.compile(r"[A-Za-z0-9._-]+")
 class ActiveDockingConfig(DockingSettings, ActiveLearningConfig):
     """Config of the ``active-docking`` scale: the docking settings, the active-learning plan and the surrogate.
 
-    From the docking settings: ``target``, ``library_size`` and ``seed`` (the
+    From the docking settings: ``target``, ``library_size``, ``library_seed`` and ``seed`` (the
     MOSES draw, unless ``library_file`` is given), ``include_known_ligands``,
     ``exhaustiveness``, ``box_size``, ``max_evals``, ``poses``,
     ``ligands_per_task``, and ``resources`` (of each dock task), ``retry``,
     ``env``, ``priority``. From the plan: ``initial``, ``batch``, ``budget``,
-    ``acquisition``, ``beta``, ``top_k``, ``converged_overlap``, ``patience``.
+    ``acquisition``, ``beta``, ``explore``, ``top_k``, ``converged_overlap``, ``patience``.
     ``seed`` also seeds the random round 0, the surrogate and acquisition.
     """
 
@@ -178,7 +178,7 @@ class ActiveDockingScale(Scale):
         """
         known = data.known_ligands() if self.config.include_known_ligands else []
         path = self.library_path
-        drawn = data.library(self.config.library_size, self.config.seed) if path is None else data.read_library(path)
+        drawn = self.config.library() if path is None else data.read_library(path)
         ligands = [*known, *drawn]
         bad = [ligand_id for ligand_id, _ in ligands if not SAFE_ID.fullmatch(ligand_id)]
         counts = Counter(ligand_id for ligand_id, _ in ligands)

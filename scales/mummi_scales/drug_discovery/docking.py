@@ -82,9 +82,20 @@ class DockingSettings(ParameterizedConfig):
         "ligands in the top 1% with crystal (bench/README.md).",
     )
     library_size: int = Field(
-        100, ge=0, le=LIBRARY_ROWS, description="Molecules drawn from the MOSES library (uniformly, by seed)."
+        100, ge=0, le=LIBRARY_ROWS, description="Molecules drawn from the MOSES library (uniformly, by library_seed)."
     )
-    seed: int = Field(0, ge=0, description="Seed of the library draw, of 3D embedding and of Vina's search.")
+    seed: int = Field(0, ge=0, description="Seed of 3D embedding and of Vina's search (and of the library draw "
+                      "unless library_seed is set).")  # fmt: skip
+    library_seed: int | None = Field(
+        None,
+        ge=0,
+        description="Seed of the MOSES draw; None: seed. Set it to keep one library while seed varies the rest, so "
+        "that runs with several seeds are replicates of one screen (the demo's library is library_seed 0).",
+    )
+
+    def library(self) -> list[tuple[str, str]]:
+        """``(id, smiles)`` of the MOSES draw these settings name."""
+        return data.library(self.library_size, self.seed if self.library_seed is None else self.library_seed)
     ligands_per_task: int = Field(
         8, ge=1, description="Ligands docked by one task; larger batches spread the receptor maps over more ligands."
     )
@@ -152,7 +163,7 @@ class DockingScale(ParameterizedScale):
     def ligands(self) -> list[tuple[str, str]]:
         """``(id, smiles)`` of everything the scale docks: known ligands first, then the library draw."""
         known = data.known_ligands() if self.config.include_known_ligands else []
-        return [*known, *data.library(self.config.library_size, self.config.seed)]
+        return [*known, *self.config.library()]
 
     def tasks(self) -> list[TaskSpec]:
         """One task per batch of ``ligands_per_task`` ligands; none for an empty library."""

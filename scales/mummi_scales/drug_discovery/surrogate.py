@@ -58,6 +58,9 @@ from mummi_scales.drug_discovery.results import DockedLigand, DockingBatch, Fail
 
 Acquisition = Literal["greedy", "ucb", "thompson", "random"]
 """How the next batch is chosen from the surrogate's predictions."""
+Uncertainty = Literal["ensemble+distance", "ensemble"]
+"""What the predicted std is made of: the members' spread plus a term that grows with the distance to the nearest
+labelled molecule, calibrated on the out-of-fold errors; or the spread alone."""
 FingerprintKind = Literal["morgan+atom-pair", "morgan", "morgan-bits", "atom-pair"]
 """Morgan substructure counts and atom-pair counts side by side; Morgan counts; Morgan presence bits; atom-pair
 counts."""
@@ -106,6 +109,13 @@ class SurrogateConfig(StrictModel):
         "the out-of-fold predictions that R^2 and Spearman are measured on; every label trains the other members. "
         "0: every member trains on all labels for all epochs, and no R^2 is reported.",
     )
+    bootstrap: bool = Field(
+        True,
+        description="Each member trains on its own bootstrap resample of the labels (bagging), so a prediction "
+        "that rests on one or two labelled molecules differs between the members that drew them and those that "
+        "did not: the spread then says how much of a prediction rests on few labels, which initialisation alone "
+        "does not (measured in bench/README.md).",
+    )
     batch_size: int = Field(32, ge=1, description="Molecules per optimisation step.")
     learning_rate: float = Field(1e-3, gt=0, description="Adam step size.")
     weight_decay: float = Field(1e-4, ge=0, description="Adam's L2 penalty, against overfitting a few hundred labels.")
@@ -122,6 +132,14 @@ class SurrogateConfig(StrictModel):
         0.0,
         description="Docking scores above this (kcal/mol) are trained on as this value: a positive Vina score means "
         "no pose fits, and its size says nothing the model can use but would dominate a squared loss. None: no cap.",
+    )
+    uncertainty: Uncertainty = Field(
+        "ensemble+distance",
+        description="'ensemble+distance': the members' spread combined with a term linear in the fingerprint "
+        "distance to the nearest labelled molecule, its two coefficients fitted each round to the out-of-fold "
+        "errors, so that a molecule unlike anything docked is uncertain (measured: the known ligands' std moves "
+        "to the top percentiles of the library); 'ensemble': the spread alone, which on fingerprints is no larger "
+        "far from the data than near it.",
     )
     device: str = Field(
         "auto",
@@ -171,7 +189,19 @@ class ActiveLearningConfig(StrictModel):
         description="'greedy': lowest predicted score; 'ucb': lowest mean - beta * std; 'thompson': lowest seeded "
         "draw from each molecule's predictive normal; 'random': the baseline.",
     )
-    beta: float = Field(1.0, ge=0, description="Weight of the ensemble's std in ucb: larger explores more.")
+    beta: float = Field(
+        2.0, ge=0, description="Weight of the predicted std in ucb: larger explores more (2: MolPAL's setting)."
+    )
+    explore: float = Field(
+        0.2,
+        ge=0,
+        le=1,
+        description="Share of each later round's batch chosen for novelty instead of by the acquisition function: "
+        "farthest-first, each pick the candidate least like anything docked or picked (k-center greedy), so that "
+        "a chemotype the library holds but round 0 missed is docked once and the surrogate learns what it scores. "
+        "The acquisition's own uncertainty cannot do this on a few hundred labels: the out-of-fold errors do not "
+        "grow with distance within the docked chemistry, so nothing calibrated on them does either.",
+    )
     top_k: int = Field(50, ge=1, description="Size of the best-molecule list whose stability is the convergence test.")
     converged_overlap: float = Field(
         0.9,
@@ -325,6 +355,54 @@ class FingerprintMLP(nn.Module):
         return self.rest(self.first(index, value)).squeeze(1)
 
 
+def nearest_distance(rows: np.ndarray, labelled: np.ndarray, exclude: np.ndarray | None = None) -> np.ndarray:
+    """Per fingerprint row, 1 - its largest Tanimoto similarity to the ``labelled`` rows (0: a labelled twin).
+
+    Tanimoto on counts (MinMax, ``sum min / sum max``), which on presence
+    bits is the usual Tanimoto, computed from L1 distances
+    (``sum min = (|a| + |b| - L1) / 2``, ``sum max = (|a| + |b| + L1) / 2``) in
+    :data:`PREDICT_CHUNK` rows at a time, so memory stays bounded. Where
+    ``exclude`` is given, row ``i`` ignores labelled row ``exclude[i]`` (itself,
+    for the labelled molecules' leave-one-out distances; -1: none).
+    """
+    reference = torch.from_numpy(labelled.astype(np.float32))
+    reference_sums = reference.sum(dim=1)
+    out = np.empty(len(rows))
+    for start in range(0, len(rows), PREDICT_CHUNK):
+        chunk = torch.from_numpy(rows[start : start + PREDICT_CHUNK].astype(np.float32))
+        l1 = torch.cdist(chunk, reference, p=1)
+        sums = chunk.sum(dim=1, keepdim=True) + reference_sums
+        similarity = ((sums - l1) / (sums + l1).clamp_min(1e-9)).numpy()
+        if exclude is not None:
+            skipped = exclude[start : start + len(chunk)]
+            picked = np.flatnonzero(skipped >= 0)
+            similarity[picked, skipped[picked]] = -np.inf
+        out[start : start + len(chunk)] = 1 - similarity.max(axis=1, initial=-np.inf)
+    return np.clip(out, 0.0, 1.0)
+
+
+def distance_noise(distance: np.ndarray, residual: np.ndarray, spread: np.ndarray) -> tuple[float, float]:
+    """``(a, b)`` of the std ``a + b * distance`` that, added to the members' ``spread`` in quadrature, makes
+    the out-of-fold ``residual`` most likely (Gaussian, maximum likelihood; ``a, b >= 0``).
+
+    ``b`` is how much less a model knows per unit of distance from its data,
+    measured on molecules it did not train on; ``(0, 0)`` with fewer than
+    :data:`MIN_VALIDATION` residuals.
+    """
+    from scipy.optimize import minimize
+
+    if len(residual) < MIN_VALIDATION:
+        return 0.0, 0.0
+
+    def negative_log_likelihood(params: np.ndarray) -> float:
+        variance = spread**2 + (params[0] + params[1] * distance) ** 2
+        return float(np.sum(np.log(variance) + residual**2 / variance))
+
+    start = np.array([max(float(np.std(residual)), 1e-3), 0.0])
+    fitted = minimize(negative_log_likelihood, start, method="L-BFGS-B", bounds=[(1e-3, None), (0.0, None)])
+    return float(fitted.x[0]), float(fitted.x[1])
+
+
 MIN_VALIDATION = 5
 """Fewest validation molecules worth stopping on: below it, a member trains on all labels for all epochs."""
 
@@ -370,6 +448,8 @@ class Ensemble:
                 model = FingerprintMLP(rows.shape[1], self.config.hidden).to(self.device)
             order = torch.randperm(len(y), generator=generator)
             checked, trained = order[:held].to(self.device), order[held:]
+            if self.config.bootstrap:
+                trained = trained[torch.randint(len(trained), (len(trained),), generator=generator)]
             self._train(model, index, value, targets, trained, checked, generator)
             if held:
                 with torch.no_grad():
@@ -500,6 +580,27 @@ def acquire(
     return candidates[order[: min(k, len(candidates))]]
 
 
+def farthest_first(
+    rows: np.ndarray, candidates: np.ndarray, docked: np.ndarray, chosen: np.ndarray, k: int
+) -> np.ndarray:
+    """``k`` of ``candidates`` (library indices), each the one farthest (:func:`nearest_distance`) from the
+    ``docked`` molecules, the ``chosen`` ones and the picks before it: k-center greedy, a space-filling batch.
+
+    Ties go to the first in library order, so the picks are deterministic.
+    """
+    if k <= 0 or not len(candidates):
+        return np.empty(0, dtype=np.int64)
+    seen = np.concatenate([docked, chosen]).astype(np.int64)
+    distance = nearest_distance(rows[candidates], rows[seen]) if len(seen) else np.ones(len(candidates))
+    picks: list[int] = []
+    for _ in range(min(k, len(candidates))):
+        best = int(np.argmax(distance))
+        picks.append(int(candidates[best]))
+        distance = np.minimum(distance, nearest_distance(rows[candidates], rows[[candidates[best]]]))
+        distance[best] = -1.0
+    return np.array(picks, dtype=np.int64)
+
+
 def round_rng(seed: int, round_index: int) -> np.random.Generator:
     """The generator of one round's acquisition: fixed by the seed and the round alone, so a resumed run agrees."""
     return np.random.default_rng([seed, round_index])
@@ -513,7 +614,9 @@ class Round:
     mean: np.ndarray
     """Predicted score of every library molecule."""
     std: np.ndarray
-    """Ensemble spread of every library molecule."""
+    """Predicted std of every library molecule (:attr:`SurrogateConfig.uncertainty`)."""
+    distance_noise: tuple[float, float] | None
+    """``(a, b)`` of the distance term ``a + b * distance`` in :attr:`std`; None for the spread alone."""
     out_of_fold: np.ndarray
     """Per library molecule, the prediction of the members that held it out of their training (NaN where none
     did: molecules not labelled, or no member validated on them)."""
@@ -624,6 +727,14 @@ def learn_round(
     out_of_fold[labelled] = ensemble.out_of_fold
     out = ~np.isnan(out_of_fold)
     mean, std = ensemble.predict(rows)
+    noise = None
+    if surrogate.uncertainty == "ensemble+distance":
+        train = np.flatnonzero(labelled)
+        itself = np.full(len(ids), -1)
+        itself[train] = np.arange(len(train))
+        distance = nearest_distance(rows, rows[train], exclude=itself)
+        noise = distance_noise(distance[out], (targets - out_of_fold)[out], std[out])
+        std = np.sqrt(std**2 + (noise[0] + noise[1] * distance) ** 2)
     estimate = np.where(labelled, targets, mean)
     estimate[~valid & ~labelled] = np.inf  # an unparsable molecule is no candidate for the best list
     top = np.argsort(estimate, kind="stable")[: learning.top_k]
@@ -637,11 +748,17 @@ def learn_round(
     chosen = np.empty(0, dtype=np.int64)
     if stop is None:
         k = min(learning.batch, learning.budget - spent)
-        chosen = acquire(learning.acquisition, mean, std, candidates, k, learning.beta, round_rng(seed, round_index))
+        novel = round(learning.explore * k)
+        chosen = acquire(learning.acquisition, mean, std, candidates, k - novel, learning.beta,
+                         round_rng(seed, round_index))  # fmt: skip
+        if novel:
+            rest = np.setdiff1d(candidates, chosen, assume_unique=True)
+            chosen = np.concatenate([chosen, farthest_first(rows, rest, np.flatnonzero(docked), chosen, novel)])
     return Round(
         ensemble=ensemble,
         mean=mean,
         std=std,
+        distance_noise=noise,
         out_of_fold=out_of_fold,
         r2=r_squared(targets[out], out_of_fold[out]),
         spearman=_spearman(targets[out], out_of_fold[out]),

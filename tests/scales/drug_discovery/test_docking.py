@@ -85,6 +85,12 @@ def test_library_sampling_is_deterministic_under_seed() -> None:
     assert all(Chem.MolFromSmiles(smiles) is not None for _, smiles in first)
 
 
+def test_library_seed_keeps_the_library_while_seed_varies_the_rest() -> None:
+    """Replicates of one screen: library_seed fixes the MOSES draw; without it, seed draws the library too."""
+    assert DockingConfig(library_size=4, seed=3, library_seed=0).library() == data.library(4, seed=0)
+    assert DockingConfig(library_size=4, seed=3).library() == data.library(4, seed=3) != data.library(4, seed=0)
+
+
 def test_one_task_per_batch_covers_every_ligand_once(tmp_path: Path) -> None:
     config = DockingConfig(library_size=3, ligands_per_task=4, exhaustiveness=2, seed=7)
     tasks = DockingScale(config, ScaleContext(name="s1", campaign_dir=tmp_path, spec_dir=tmp_path)).tasks()

@@ -28,10 +28,13 @@ from mummi_scales.drug_discovery.surrogate import (  # noqa: E402
     SparseLinear,
     SurrogateConfig,
     acquire,
+    distance_noise,
+    farthest_first,
     fingerprints,
     learn_round,
     library_fingerprints,
     load_predictions,
+    nearest_distance,
     r_squared,
     round_rng,
     sparse_features,
@@ -118,6 +121,22 @@ def test_the_ensemble_is_deterministic_under_its_seed_and_survives_save_and_load
     assert np.allclose(Ensemble.load(tmp_path / MODEL).predict(rows)[0], mean)
 
 
+def test_bagged_members_disagree_where_a_prediction_rests_on_one_label(
+    molecules: tuple[list[str], list[str], np.ndarray],
+) -> None:
+    """One molecule scored far off its neighbours: members that drew it into their resample learn it, those
+    that did not predict its neighbours' value, so the spread there grows; without bagging they all learn it."""
+    _, smiles, scores = molecules
+    rows, _ = fingerprints(smiles, SMALL)
+    odd = scores[:40].copy()
+    odd[0] = scores.min() - 10
+    config = SMALL.model_copy(update={"members": 8, "validation": 0.0, "epochs": 60})
+    bagged = Ensemble(config, seed=1).fit(rows[:40], odd).predict(rows[:40])[1]
+    plain = Ensemble(config.model_copy(update={"bootstrap": False}), seed=1).fit(rows[:40], odd).predict(rows[:40])[1]
+    assert bagged[0] > 2 * plain[0], (bagged[0], plain[0])
+    assert bagged[0] > np.median(bagged), "the spread is largest where the prediction rests on the one label"
+
+
 def test_acquisition_functions_choose_as_defined() -> None:
     mean = np.array([-9.0, -8.0, -7.0, -6.0, -5.0, -10.0])
     std = np.array([0.1, 0.1, 2.5, 0.1, 5.0, 0.1])
@@ -156,7 +175,7 @@ def test_a_round_trains_on_labels_only_and_chooses_among_molecules_not_docked(
     docked[:30] = True
     scores = np.where(docked, truth, np.nan)
     scores[3] = np.nan  # docked but failed: never chosen again, never trained on
-    plan = ActiveLearningConfig(initial=30, batch=8, budget=50, acquisition="greedy", top_k=10)
+    plan = ActiveLearningConfig(initial=30, batch=8, budget=50, acquisition="greedy", top_k=10, explore=0)
     found = learn_round(ids, rows, valid, scores, docked, SMALL, plan, 1, None, [], seed=2)
     assert len(found.chosen) == 8 and not docked[found.chosen].any()
     greedy = acquire("greedy", found.mean, found.std, np.flatnonzero(~docked), 8, 0, round_rng(2, 1))
@@ -170,6 +189,79 @@ def test_a_round_trains_on_labels_only_and_chooses_among_molecules_not_docked(
     assert again.overlap is not None and 0.5 <= again.overlap <= 1.0
     spent = learn_round(ids, rows, valid, scores, docked, SMALL, plan.model_copy(update={"budget": 30}), 1, None, [], 2)
     assert spent.stop == "budget: 30 docking calls spent of 30" and len(spent.chosen) == 0
+
+
+def test_nearest_distance_is_one_minus_the_best_tanimoto_to_the_labelled_rows() -> None:
+    rows = np.array([[2, 1, 0, 0], [2, 1, 0, 0], [1, 1, 0, 0], [0, 0, 3, 1]], dtype=np.uint8)
+    distance = nearest_distance(rows, rows[:2])
+    assert distance == pytest.approx([0.0, 0.0, 1 - 2 / 3, 1.0])  # MinMax: (1 + 1) / (2 + 1) for row 2
+    alone = nearest_distance(rows[:2], rows[:2], exclude=np.array([0, -1]))
+    assert alone == pytest.approx([0.0, 0.0]), "row 0 without itself still has its twin, row 1"
+    assert nearest_distance(rows[2:3], rows[2:3], exclude=np.array([0]))[0] == pytest.approx(1.0), "nothing left"
+
+
+def test_the_distance_term_is_fitted_to_errors_that_grow_with_distance() -> None:
+    """Out-of-fold residuals drawn with std 0.2 + 3 * distance: the fit recovers the slope; few residuals: none."""
+    rng = np.random.default_rng(0)
+    distance = rng.uniform(0, 1, 400)
+    residual = rng.normal(0, 0.2 + 3 * distance)
+    a, b = distance_noise(distance, residual, np.zeros(400))
+    assert 0.05 < a < 0.5 and 2.4 < b < 3.6, (a, b)
+    flat_a, flat_b = distance_noise(distance, rng.normal(0, 1.0, 400), np.zeros(400))
+    assert flat_b < 0.5 < flat_a, "errors that do not grow with distance get no distance term"
+    assert distance_noise(distance[:3], residual[:3], np.zeros(3)) == (0.0, 0.0)
+
+
+def test_farthest_first_picks_the_molecules_least_like_anything_docked() -> None:
+    """Two tight groups docked; three candidates near them and two far ones, near each other: one far pick, then
+    the candidate farthest from the docked, the chosen and that first pick."""
+    rows = np.array([[4, 0, 0, 0], [0, 4, 0, 0], [4, 1, 0, 0], [1, 4, 0, 0], [3, 3, 0, 0], [0, 0, 4, 4], [0, 0, 4, 3]],
+                    dtype=np.uint8)  # fmt: skip
+    docked, candidates = np.array([0, 1]), np.array([2, 3, 4, 5, 6])
+    first, second = farthest_first(rows, candidates, docked, np.empty(0, dtype=np.int64), 2).tolist()
+    assert first == 5 and second == 4, "6 is now next to 5; 4 is halfway between the docked groups"
+    assert farthest_first(rows, candidates, docked, np.array([5]), 1).tolist() == [4], "a chosen molecule counts"
+    assert len(farthest_first(rows, candidates, docked, np.empty(0, dtype=np.int64), 9)) == 5
+
+
+def test_a_round_spends_its_novelty_share_on_the_least_explored_molecules(
+    molecules: tuple[list[str], list[str], np.ndarray],
+) -> None:
+    ids, smiles, truth = molecules
+    rows, valid = fingerprints(smiles, SMALL)
+    docked = np.zeros(len(ids), dtype=bool)
+    docked[:30] = True
+    plan = ActiveLearningConfig(initial=30, batch=10, budget=50, acquisition="greedy", explore=0.3)
+    found = learn_round(ids, rows, valid, np.where(docked, truth, np.nan), docked, SMALL, plan, 1, None, [], seed=2)
+    exploit, novel = found.chosen[:7], found.chosen[7:]
+    assert len(novel) == 3 and not set(exploit) & set(novel) and not docked[found.chosen].any()
+    assert exploit.tolist() == acquire("greedy", found.mean, found.std, np.flatnonzero(~docked), 7, 0,
+                                       round_rng(2, 1)).tolist()  # fmt: skip
+    rest = np.setdiff1d(np.flatnonzero(~docked), exploit)
+    assert novel.tolist() == farthest_first(rows, rest, np.flatnonzero(docked), exploit, 3).tolist()
+
+
+def test_a_round_adds_the_fitted_distance_term_to_the_spread(
+    molecules: tuple[list[str], list[str], np.ndarray],
+) -> None:
+    """std = sqrt(spread^2 + (a + b d)^2), d the distance to the nearest labelled molecule, (a, b) fitted on the
+    out-of-fold errors (each labelled molecule's distance leaves itself out); the mean is the ensemble's either way."""
+    names, smiles, truth = molecules
+    rows, valid = fingerprints(smiles, SMALL)
+    docked = np.zeros(len(names), dtype=bool)
+    docked[:40] = True
+    scores = np.where(docked, truth, np.nan)
+    plan = ActiveLearningConfig(initial=40, batch=5, budget=60)
+    found = learn_round(names, rows, valid, scores, docked, SMALL, plan, 1, None, [], seed=0)
+    spread = learn_round(names, rows, valid, scores, docked, SMALL.model_copy(update={"uncertainty": "ensemble"}),
+                         plan, 1, None, [], seed=0)  # fmt: skip
+    assert spread.distance_noise is None and np.array_equal(found.mean, spread.mean)
+    assert found.distance_noise is not None
+    a, b = found.distance_noise
+    itself = np.where(docked, np.cumsum(docked) - 1, -1)
+    distance = nearest_distance(rows, rows[docked], exclude=itself)
+    assert found.std == pytest.approx(np.sqrt(spread.std**2 + (a + b * distance) ** 2))
+    assert (distance[~docked] > 0.3).all() and (distance[docked] < 1).all()
 
 
 def test_the_fingerprint_cache_is_reused_and_renewed_when_settings_change(tmp_path: Path) -> None:
