@@ -15,12 +15,21 @@ binders are found with a fraction of the docking calls brute force needs. Here:
   member holds out its own seeded tenth of them to stop its training when it
   no longer improves there (early stopping), so no label is lost to a fixed
   test split, and the members' held-out predictions (out of fold) are what
-  R^2 and Spearman are measured on; targets are standardised; the spread of
-  the members is the uncertainty that ``ucb`` and ``thompson`` use;
+  R^2 and Spearman are measured on; targets are standardised;
+- **uncertainty**: each member trains on its own bootstrap resample (bagging),
+  so a prediction that rests on one or two labels differs between members;
+  to the members' spread a term linear in the fingerprint distance to the
+  nearest labelled molecule is added in quadrature, its coefficients fitted
+  each round to the out-of-fold errors (:func:`distance_noise`); ``ucb`` and
+  ``thompson`` use the result;
 - **acquisition** (:func:`acquire`): ``greedy`` (lowest predicted score, the
   best binder: Vina scores are negative), ``ucb`` (mean - beta * std,
   optimistic for a minimisation), ``thompson`` (one seeded normal draw per
   molecule from its predictive distribution) and ``random``, the baseline;
+  ``explore`` of each later batch goes to novelty instead, farthest-first from
+  everything docked (:func:`farthest_first`), so that a chemotype round 0
+  missed is docked at least once (on the demo library: the steroids, which no
+  MOSES-trained model predicts well before one of them is docked);
 - **a round** (:func:`learn_round`): train, predict the library, measure the
   surrogate by its out-of-fold predictions (R^2 and Spearman), compare the top-k with the previous round's, apply the stop
   rules, choose the next batch among molecules not docked yet.
