@@ -57,7 +57,8 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
-from mummi_scales.drug_discovery.data import KNOWN_PREFIX, enrichment_factor
+from mummi_pipelines.drug_discovery.ranking import order_enrichment
+from mummi_scales.drug_discovery.data import KNOWN_PREFIX
 from mummi_scales.drug_discovery.surrogate import (
     ActiveLearningConfig,
     FingerprintKind,
@@ -78,8 +79,6 @@ TARGET_RECALL = 0.7
 """The fraction of the top the campaign should find."""
 RECALLS = (0.5, TARGET_RECALL)
 """Recalls whose calls (and effective performance) the table reports: the target, and a milestone before it."""
-ORDER_AFTER_DOCKED = 1e6
-"""Added to a prediction to rank every undocked molecule after every docked one, as the ranking after S1 does."""
 STRATEGIES = ("greedy", "ucb", "thompson", "random")
 """Acquisition functions compared, the baseline last."""
 
@@ -235,11 +234,14 @@ def replay(
         if trace.converged_at is None and reason is not None and reason.startswith("converged"):
             trace.converged_at = int(docked.sum())
         if found.stop is not None:
-            s1_order = np.where(docked, truth, ORDER_AFTER_DOCKED + found.mean)
             trace.known_docked = int((docked & known).sum())
             if known.any():
-                order = {ligand: float(value) for ligand, value in zip(ids, np.nan_to_num(s1_order, nan=np.inf))}
-                trace.enrichment = enrichment_factor(order, {ids[int(i)] for i in np.flatnonzero(known)}, 0.01)
+                scored = np.flatnonzero(docked & ~np.isnan(truth))
+                undocked = np.flatnonzero(~docked)
+                after_s1 = [ids[int(i)] for i in (*scored[np.argsort(truth[scored], kind="stable")],
+                                                  *undocked[np.argsort(found.mean[undocked], kind="stable")])]
+                failed = [ids[int(i)] for i in np.flatnonzero(docked & np.isnan(truth))]
+                trace.enrichment = order_enrichment(after_s1, failed, {ids[int(i)] for i in np.flatnonzero(known)}, 0.01)
             break
         chosen = found.chosen
         previous_top = [ids[index] for index in found.top]

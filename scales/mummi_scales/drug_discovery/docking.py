@@ -92,10 +92,6 @@ class DockingSettings(ParameterizedConfig):
         description="Seed of the MOSES draw; None: seed. Set it to keep one library while seed varies the rest, so "
         "that runs with several seeds are replicates of one screen (the demo's library is library_seed 0).",
     )
-
-    def library(self) -> list[tuple[str, str]]:
-        """``(id, smiles)`` of the MOSES draw these settings name."""
-        return data.library(self.library_size, self.seed if self.library_seed is None else self.library_seed)
     ligands_per_task: int = Field(
         8, ge=1, description="Ligands docked by one task; larger batches spread the receptor maps over more ligands."
     )
@@ -136,6 +132,10 @@ class DockingSettings(ParameterizedConfig):
         if problems:
             raise ValueError("; ".join(problems))
         return self
+
+    def library(self) -> list[tuple[str, str]]:
+        """``(id, smiles)`` of the MOSES draw these settings name."""
+        return data.library(self.library_size, self.seed if self.library_seed is None else self.library_seed)
 
 
 class DockingConfig(DockingSettings):

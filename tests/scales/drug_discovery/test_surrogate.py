@@ -166,13 +166,21 @@ def test_stop_rules_budget_exhaustion_and_convergence() -> None:
         ActiveLearningConfig(initial=200, budget=100)
 
 
-def test_a_round_trains_on_labels_only_and_chooses_among_molecules_not_docked(
-    molecules: tuple[list[str], list[str], np.ndarray],
-) -> None:
+def _first_docked(
+    molecules: tuple[list[str], list[str], np.ndarray], count: int
+) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The molecules' ids, fingerprint rows, parse mask and scores, and a mask docking the first ``count``."""
     ids, smiles, truth = molecules
     rows, valid = fingerprints(smiles, SMALL)
     docked = np.zeros(len(ids), dtype=bool)
-    docked[:30] = True
+    docked[:count] = True
+    return ids, rows, valid, truth, docked
+
+
+def test_a_round_trains_on_labels_only_and_chooses_among_molecules_not_docked(
+    molecules: tuple[list[str], list[str], np.ndarray],
+) -> None:
+    ids, rows, valid, truth, docked = _first_docked(molecules, 30)
     scores = np.where(docked, truth, np.nan)
     scores[3] = np.nan  # docked but failed: never chosen again, never trained on
     plan = ActiveLearningConfig(initial=30, batch=8, budget=50, acquisition="greedy", top_k=10, explore=0)
@@ -227,10 +235,7 @@ def test_farthest_first_picks_the_molecules_least_like_anything_docked() -> None
 def test_a_round_spends_its_novelty_share_on_the_least_explored_molecules(
     molecules: tuple[list[str], list[str], np.ndarray],
 ) -> None:
-    ids, smiles, truth = molecules
-    rows, valid = fingerprints(smiles, SMALL)
-    docked = np.zeros(len(ids), dtype=bool)
-    docked[:30] = True
+    ids, rows, valid, truth, docked = _first_docked(molecules, 30)
     plan = ActiveLearningConfig(initial=30, batch=10, budget=50, acquisition="greedy", explore=0.3)
     found = learn_round(ids, rows, valid, np.where(docked, truth, np.nan), docked, SMALL, plan, 1, None, [], seed=2)
     exploit, novel = found.chosen[:7], found.chosen[7:]
@@ -246,10 +251,7 @@ def test_a_round_adds_the_fitted_distance_term_to_the_spread(
 ) -> None:
     """std = sqrt(spread^2 + (a + b d)^2), d the distance to the nearest labelled molecule, (a, b) fitted on the
     out-of-fold errors (each labelled molecule's distance leaves itself out); the mean is the ensemble's either way."""
-    names, smiles, truth = molecules
-    rows, valid = fingerprints(smiles, SMALL)
-    docked = np.zeros(len(names), dtype=bool)
-    docked[:40] = True
+    names, rows, valid, truth, docked = _first_docked(molecules, 40)
     scores = np.where(docked, truth, np.nan)
     plan = ActiveLearningConfig(initial=40, batch=5, budget=60)
     found = learn_round(names, rows, valid, scores, docked, SMALL, plan, 1, None, [], seed=0)
