@@ -62,6 +62,7 @@ from mummi_scales.drug_discovery.data import KNOWN_PREFIX
 from mummi_scales.drug_discovery.surrogate import (
     ActiveLearningConfig,
     FingerprintKind,
+    Novelty,
     SurrogateConfig,
     Uncertainty,
     capped,
@@ -94,7 +95,7 @@ class Protocol:
     """The best molecules to find, a count; None: the top 1% of the table."""
     beta: float
     explore: float
-    """Share of each later batch chosen farthest-first for novelty."""
+    """Share of each later batch chosen for novelty (the scale's ``explore_by``)."""
     acquisitions: tuple[str, ...]
 
 
@@ -334,8 +335,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--budget", type=float, help="Docking calls (count or fraction).")
     parser.add_argument("--top", type=int, help="How many best molecules to find (default: the protocol's).")
     parser.add_argument("--beta", type=float, help="ucb's weight of the std (default: the protocol's).")
-    parser.add_argument("--explore", type=float, help="Share of each later batch chosen farthest-first for novelty "
+    parser.add_argument("--explore", type=float, help="Share of each later batch chosen for novelty "
                         "(default: the protocol's).")  # fmt: skip
+    parser.add_argument("--explore-by", choices=get_args(Novelty), default=ActiveLearningConfig().explore_by,
+                        help="How the novelty share is picked: largest std, or farthest-first from the docked.")
     parser.add_argument("--members", type=int, default=defaults.members, help="MLPs in the ensemble.")
     parser.add_argument("--hidden", type=int, nargs="+", default=defaults.hidden, help="Hidden layer widths.")
     parser.add_argument("--epochs", type=int, default=defaults.epochs, help="Most training passes per member.")
@@ -369,7 +372,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.initial or protocol.initial, args.batch or protocol.batch, args.budget or protocol.budget))  # fmt: skip
     beta = protocol.beta if args.beta is None else args.beta
     plan = ActiveLearningConfig(initial=initial, batch=batch, budget=budget, beta=beta,
-                                explore=protocol.explore if args.explore is None else args.explore)
+                                explore=protocol.explore if args.explore is None else args.explore,
+                                explore_by=args.explore_by)
     rows, valid = fingerprints(smiles, surrogate)
     docked_ok = np.flatnonzero(~np.isnan(truth))
     n_top = args.top or protocol.top or max(1, math.ceil(0.01 * library))
@@ -377,7 +381,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     brute = {recall: brute_force_calls(library, n_top, recall) for recall in RECALLS}
     console.print(
         f"protocol {args.protocol}: top {n_top} molecules (scores <= {truth[top].max():.2f}); budget {budget} calls "
-        f"({budget / library:.1%}), initial {plan.initial}, batch {plan.batch}, ucb beta {beta}, explore {plan.explore}; brute force needs "
+        f"({budget / library:.1%}), initial {plan.initial}, batch {plan.batch}, ucb beta {beta}, explore {plan.explore} by {plan.explore_by}; brute force needs "
         + ", ".join(f"{brute[recall]:.0f} calls for {recall:.0%}" for recall in RECALLS)
         + f" of them on average; surrogate: {surrogate.fingerprint} fingerprints, {surrogate.members} MLPs "
         f"{surrogate.hidden}, uncertainty {surrogate.uncertainty}"

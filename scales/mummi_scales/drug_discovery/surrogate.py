@@ -26,10 +26,14 @@ binders are found with a fraction of the docking calls brute force needs. Here:
   best binder: Vina scores are negative), ``ucb`` (mean - beta * std,
   optimistic for a minimisation), ``thompson`` (one seeded normal draw per
   molecule from its predictive distribution) and ``random``, the baseline;
-  ``explore`` of each later batch goes to novelty instead, farthest-first from
-  everything docked (:func:`farthest_first`), so that a chemotype round 0
-  missed is docked at least once (on the demo library: the steroids, which no
-  MOSES-trained model predicts well before one of them is docked);
+  ``explore`` of each later batch goes to novelty instead (``explore_by``):
+  half to the largest predicted std, half farthest-first from everything
+  docked (:func:`farthest_first`). On the demo library the steroids need
+  both: farthest-first docks one when round 0 held none (no MOSES-trained
+  model predicts them well, and their std is then unremarkable), and when the
+  first steroid docked was an antagonist that does not fit the pocket, the
+  agonists' mean turns poor while their std becomes the library's largest,
+  so only uncertainty sampling reaches them;
 - **a round** (:func:`learn_round`): train, predict the library, measure the
   surrogate by its out-of-fold predictions (R^2 and Spearman), compare the top-k with the previous round's, apply the stop
   rules, choose the next batch among molecules not docked yet.
@@ -70,6 +74,9 @@ Acquisition = Literal["greedy", "ucb", "thompson", "random"]
 Uncertainty = Literal["ensemble+distance", "ensemble"]
 """What the predicted std is made of: the members' spread plus a term that grows with the distance to the nearest
 labelled molecule, calibrated on the out-of-fold errors; or the spread alone."""
+Novelty = Literal["uncertainty+distance", "uncertainty", "distance"]
+"""How the novelty share of a batch is picked: half by the largest predicted std and half farthest-first from
+everything docked; all by std; all farthest-first."""
 FingerprintKind = Literal["morgan+atom-pair", "morgan", "morgan-bits", "atom-pair"]
 """Morgan substructure counts and atom-pair counts side by side; Morgan counts; Morgan presence bits; atom-pair
 counts."""
@@ -202,14 +209,24 @@ class ActiveLearningConfig(StrictModel):
         2.0, ge=0, description="Weight of the predicted std in ucb: larger explores more (2: MolPAL's setting)."
     )
     explore: float = Field(
-        0.2,
+        0.3,
         ge=0,
         le=1,
-        description="Share of each later round's batch chosen for novelty instead of by the acquisition function: "
-        "farthest-first, each pick the candidate least like anything docked or picked (k-center greedy), so that "
-        "a chemotype the library holds but round 0 missed is docked once and the surrogate learns what it scores. "
-        "The acquisition's own uncertainty cannot do this on a few hundred labels: the out-of-fold errors do not "
-        "grow with distance within the docked chemistry, so nothing calibrated on them does either.",
+        description="Share of each later round's batch chosen for novelty (explore_by) instead of by the "
+        "acquisition function, so that a chemotype the surrogate knows little about is docked and it learns what "
+        "that chemotype scores. UCB alone does not do this on a few hundred labels: a chemotype first seen through "
+        "one poor score (an antagonist that does not fit the pocket) gets a poor mean, and mean - beta * std stays "
+        "poor however large its std (measured in bench/README.md).",
+    )
+    explore_by: Novelty = Field(
+        "uncertainty+distance",
+        description="How the novelty share is picked. 'uncertainty+distance': half (rounded up) the candidates "
+        "with the largest predicted std whatever their mean (uncertainty sampling), the rest farthest-first from "
+        "everything docked or picked (k-center greedy); 'uncertainty' or 'distance': all one way. Each covers the "
+        "other's blind spot: farthest-first reaches a chemotype nothing docked resembles, whose std is "
+        "unremarkable while the model extrapolates confidently, and misses it once one member is docked; "
+        "uncertainty sampling follows up a chemotype whose first docked member scored poorly (measured on the demo "
+        "library in bench/README.md).",
     )
     top_k: int = Field(50, ge=1, description="Size of the best-molecule list whose stability is the convergence test.")
     converged_overlap: float = Field(
@@ -763,7 +780,10 @@ def learn_round(
                          round_rng(seed, round_index))  # fmt: skip
         if novel:
             rest = np.setdiff1d(candidates, chosen, assume_unique=True)
-            chosen = np.concatenate([chosen, farthest_first(rows, rest, np.flatnonzero(docked), chosen, novel)])
+            by_std = {"uncertainty+distance": (novel + 1) // 2, "uncertainty": novel, "distance": 0}[learning.explore_by]
+            chosen = np.concatenate([chosen, rest[np.argsort(-std[rest], kind="stable")[:by_std]]])
+            rest = np.setdiff1d(candidates, chosen, assume_unique=True)
+            chosen = np.concatenate([chosen, farthest_first(rows, rest, np.flatnonzero(docked), chosen, novel - by_std)])
     return Round(
         ensemble=ensemble,
         mean=mean,

@@ -232,18 +232,37 @@ def test_farthest_first_picks_the_molecules_least_like_anything_docked() -> None
     assert len(farthest_first(rows, candidates, docked, np.empty(0, dtype=np.int64), 9)) == 5
 
 
-def test_a_round_spends_its_novelty_share_on_the_least_explored_molecules(
+def test_a_round_spends_its_novelty_share_on_the_most_uncertain_and_the_least_explored_molecules(
     molecules: tuple[list[str], list[str], np.ndarray],
 ) -> None:
+    """explore_by uncertainty+distance (the default): after the acquisition's picks, half the share (rounded up)
+    to the largest predicted std among the rest however poor their mean, the others farthest-first; each
+    mode alone gives the whole share to its own picks."""
     ids, rows, valid, truth, docked = _first_docked(molecules, 30)
+    scores = np.where(docked, truth, np.nan)
     plan = ActiveLearningConfig(initial=30, batch=10, budget=50, acquisition="greedy", explore=0.3)
-    found = learn_round(ids, rows, valid, np.where(docked, truth, np.nan), docked, SMALL, plan, 1, None, [], seed=2)
-    exploit, novel = found.chosen[:7], found.chosen[7:]
-    assert len(novel) == 3 and not set(exploit) & set(novel) and not docked[found.chosen].any()
+    assert plan.explore_by == "uncertainty+distance"
+
+    def chosen(explore_by: str) -> np.ndarray:
+        mode = plan.model_copy(update={"explore_by": explore_by})
+        return learn_round(ids, rows, valid, scores, docked, SMALL, mode, 1, None, [], seed=2).chosen
+
+    found = learn_round(ids, rows, valid, scores, docked, SMALL, plan, 1, None, [], seed=2)
+    exploit, uncertain, far = found.chosen[:7], found.chosen[7:9], found.chosen[9:]
+    assert len(found.chosen) == 10 and len(set(found.chosen)) == 10 and not docked[found.chosen].any()
     assert exploit.tolist() == acquire("greedy", found.mean, found.std, np.flatnonzero(~docked), 7, 0,
                                        round_rng(2, 1)).tolist()  # fmt: skip
     rest = np.setdiff1d(np.flatnonzero(~docked), exploit)
-    assert novel.tolist() == farthest_first(rows, rest, np.flatnonzero(docked), exploit, 3).tolist()
+    assert found.std[uncertain] == pytest.approx(np.sort(found.std[rest])[::-1][:2])
+    assert found.std[uncertain].min() > np.median(found.std[rest]), "the novelty picks are not the exploiting ones"
+    picked = np.concatenate([exploit, uncertain])
+    assert far.tolist() == farthest_first(rows, np.setdiff1d(rest, uncertain), np.flatnonzero(docked), picked,
+                                          1).tolist()  # fmt: skip
+    by_std = chosen("uncertainty")
+    assert by_std[:7].tolist() == exploit.tolist()
+    assert found.std[by_std[7:]] == pytest.approx(np.sort(found.std[rest])[::-1][:3])
+    by_distance = chosen("distance")
+    assert by_distance[7:].tolist() == farthest_first(rows, rest, np.flatnonzero(docked), exploit, 3).tolist()
 
 
 def test_a_round_adds_the_fitted_distance_term_to_the_spread(
