@@ -17,7 +17,7 @@ venv: $(STAMP)
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check torch==2.13.0
-	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps molsets==0.3.1 && $(BIN)/pip install --quiet --disable-pip-version-check -e '.[test,campaign]'
+	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps molsets==0.3.1 && $(BIN)/pip install --quiet --disable-pip-version-check -e '.[test,campaign,chemprop]'
 	rm -f $(VENV)/.installed-*
 	touch $@
 

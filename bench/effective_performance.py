@@ -64,6 +64,7 @@ from mummi_scales.drug_discovery.surrogate import (
     FingerprintKind,
     Novelty,
     SurrogateConfig,
+    SurrogateModel,
     Uncertainty,
     capped,
     fingerprints,
@@ -193,6 +194,7 @@ def replay(
     surrogate: SurrogateConfig,
     plan: ActiveLearningConfig,
     seed: int,
+    smiles: Sequence[str] | None = None,
 ) -> Trace:
     """Run one campaign of ``plan`` with ``truth`` as the docking oracle, to its budget.
 
@@ -216,7 +218,7 @@ def replay(
         docked[chosen] = True
         labels[chosen] = truth[chosen]
         found = learn_round(
-            ids, rows, valid, labels, docked, surrogate, never, round_index, previous_top, overlaps, seed
+            ids, rows, valid, labels, docked, surrogate, never, round_index, previous_top, overlaps, seed, smiles
         )
         unseen = ~docked & valid & ~np.isnan(truth)
         trace.calls.append(int(docked.sum()))
@@ -339,6 +341,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                         "(default: the protocol's).")  # fmt: skip
     parser.add_argument("--explore-by", choices=get_args(Novelty), default=ActiveLearningConfig().explore_by,
                         help="How the novelty share is picked: largest std, or farthest-first from the docked.")
+    parser.add_argument("--model", choices=get_args(SurrogateModel), default=defaults.model,
+                        help="The ensemble's members (chemprop-mpnn needs the chemprop extra).")
+    parser.add_argument("--depth", type=int, default=defaults.depth, help="chemprop-mpnn's message-passing steps.")
     parser.add_argument("--members", type=int, default=defaults.members, help="MLPs in the ensemble.")
     parser.add_argument("--hidden", type=int, nargs="+", default=defaults.hidden, help="Hidden layer widths.")
     parser.add_argument("--epochs", type=int, default=defaults.epochs, help="Most training passes per member.")
@@ -364,7 +369,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     library = len(ids)
     console.print(f"{library} rows of {args.table} (distinct SMILES); {int(np.isnan(truth).sum())} failed to dock")
     surrogate = SurrogateConfig(
-        members=args.members, hidden=args.hidden, epochs=args.epochs, patience=args.patience,
+        model=args.model, depth=args.depth, members=args.members, hidden=args.hidden, epochs=args.epochs, patience=args.patience,
         validation=args.validation, fingerprint=args.fingerprint, fingerprint_bits=args.bits,
         score_cap=args.score_cap, uncertainty=args.uncertainty, bootstrap=args.bootstrap,
     )  # fmt: skip
@@ -381,10 +386,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     brute = {recall: brute_force_calls(library, n_top, recall) for recall in RECALLS}
     console.print(
         f"protocol {args.protocol}: top {n_top} molecules (scores <= {truth[top].max():.2f}); budget {budget} calls "
-        f"({budget / library:.1%}), initial {plan.initial}, batch {plan.batch}, ucb beta {beta}, explore {plan.explore} by {plan.explore_by}; brute force needs "
+        f"({budget / library:.1%}), initial {plan.initial}, batch {plan.batch}, ucb beta {beta}, explore {plan.explore} "
+        f"by {plan.explore_by}; brute force needs "
         + ", ".join(f"{brute[recall]:.0f} calls for {recall:.0%}" for recall in RECALLS)
-        + f" of them on average; surrogate: {surrogate.fingerprint} fingerprints, {surrogate.members} MLPs "
-        f"{surrogate.hidden}, uncertainty {surrogate.uncertainty}"
+        + f" of them on average; surrogate: {surrogate.members} x {surrogate.model} {surrogate.hidden}"
+        + (f" over {surrogate.fingerprint} fingerprints" if surrogate.model == "fingerprint-mlp" else "")
+        + f", uncertainty {surrogate.uncertainty}"
     )
     acquisitions = args.acquisitions or list(protocol.acquisitions)
     traces: list[Trace] = []
@@ -393,7 +400,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for seed in args.seeds:
             for strategy in acquisitions:
                 trace = replay(ids, rows, valid, truth, top, surrogate,
-                               plan.model_copy(update={"acquisition": strategy}), seed)  # fmt: skip
+                               plan.model_copy(update={"acquisition": strategy}), seed, smiles)  # fmt: skip
                 traces.append(trace)
                 progress.advance(bar)
                 console.print(

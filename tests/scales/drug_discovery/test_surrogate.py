@@ -121,6 +121,49 @@ def test_the_ensemble_is_deterministic_under_its_seed_and_survives_save_and_load
     assert np.allclose(Ensemble.load(tmp_path / MODEL).predict(rows)[0], mean)
 
 
+def test_the_message_passing_surrogate_trains_predicts_with_uncertainty_and_survives_save_and_load(
+    molecules: tuple[list[str], list[str], np.ndarray], tmp_path: Path
+) -> None:
+    """chemprop's D-MPNN members on the molecular graph: they learn the made-up score from 45 molecules, disagree,
+    are reproducible under their seed, save and load, and need the SMILES (a clear error without them)."""
+    pytest.importorskip("chemprop", reason="the message-passing surrogate needs the extra: pip install -e '.[chemprop]'")
+    ids, smiles, scores = molecules
+    config = SMALL.model_copy(update={"model": "chemprop-mpnn", "hidden": [48, 16], "epochs": 40, "depth": 2})
+    rows, _ = fingerprints(smiles, config)
+    trained = Ensemble(config, seed=0).fit(rows[:45], scores[:45], smiles[:45])
+    mean, std = trained.predict(rows, smiles)
+    assert mean.shape == std.shape == (60,) and (std > 0).all()
+    assert all(type(member).__name__ == "MessagePassingNet" for member in trained.members)
+    held = r_squared(scores[45:], mean[45:])
+    assert held is not None and held > 0.25, held
+    assert np.isfinite(trained.out_of_fold).sum() >= 10
+    again = Ensemble(config, seed=0).fit(rows[:45], scores[:45], smiles[:45]).predict(rows, smiles)
+    assert np.allclose(mean, again[0], atol=1e-5)
+    trained.save(tmp_path / MODEL)
+    assert np.allclose(Ensemble.load(tmp_path / MODEL).predict(rows, smiles)[0], mean, atol=1e-5)
+    with pytest.raises(ValueError, match="'chemprop-mpnn' needs the SMILES"):
+        trained.predict(rows)
+    docked = np.zeros(60, dtype=bool)
+    docked[:30] = True
+    plan = ActiveLearningConfig(initial=30, batch=5, budget=40)
+    found = learn_round(ids, rows, np.ones(60, dtype=bool), np.where(docked, scores, np.nan), docked, config, plan, 1,
+                        None, [], seed=0, smiles=smiles)  # fmt: skip
+    assert len(found.chosen) == 5 and not docked[found.chosen].any() and found.r2 is not None
+
+
+def test_a_message_passing_surrogate_without_chemprop_is_refused_naming_the_extra(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *rest: None if name == "chemprop" else real(name, *rest))
+    with pytest.raises(ValidationError, match=r"needs chemprop, which is not installed: pip install 'mummi-like\[chemprop\]'"):
+        SurrogateConfig(model="chemprop-mpnn")
+    with pytest.raises(ValidationError, match="Input should be 'fingerprint-mlp' or 'chemprop-mpnn'"):
+        SurrogateConfig(model="chemprop")
+
+
 def test_bagged_members_disagree_where_a_prediction_rests_on_one_label(
     molecules: tuple[list[str], list[str], np.ndarray],
 ) -> None:
