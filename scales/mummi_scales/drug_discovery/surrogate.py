@@ -238,7 +238,9 @@ class ActiveLearningConfig(StrictModel):
         "acquisition function, so that a chemotype the surrogate knows little about is docked and it learns what "
         "that chemotype scores. UCB alone does not do this on a few hundred labels: a chemotype first seen through "
         "one poor score (an antagonist that does not fit the pocket) gets a poor mean, and mean - beta * std stays "
-        "poor however large its std (measured in bench/README.md).",
+        "poor however large its std. The price is exploitation: on MolPAL's Enamine 10k, whose best binders are "
+        "one chemistry, 0.3 found 56% of the top 100 where 0 found 64%; set 0 for a library with no chemotype to "
+        "find (measured in bench/README.md).",
     )
     explore_by: Novelty = Field(
         "uncertainty+distance",
