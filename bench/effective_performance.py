@@ -340,7 +340,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--explore", type=float, help="Share of each later batch chosen for novelty "
                         "(default: the protocol's).")  # fmt: skip
     parser.add_argument("--explore-by", choices=get_args(Novelty), default=ActiveLearningConfig().explore_by,
-                        help="How the novelty share is picked: largest std, or farthest-first from the docked.")
+                        help="How the novelty share is picked: half by the largest std and half "
+                        "farthest-first from the docked, or all one way.")
     parser.add_argument("--model", choices=get_args(SurrogateModel), default=defaults.model,
                         help="The ensemble's members (chemprop-mpnn needs the chemprop extra).")
     parser.add_argument("--depth", type=int, default=defaults.depth, help="chemprop-mpnn's message-passing steps.")
@@ -369,8 +370,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     library = len(ids)
     console.print(f"{library} rows of {args.table} (distinct SMILES); {int(np.isnan(truth).sum())} failed to dock")
     surrogate = SurrogateConfig(
-        model=args.model, depth=args.depth, members=args.members, hidden=args.hidden, epochs=args.epochs, patience=args.patience,
-        validation=args.validation, fingerprint=args.fingerprint, fingerprint_bits=args.bits,
+        model=args.model, depth=args.depth, members=args.members, hidden=args.hidden, epochs=args.epochs,
+        patience=args.patience, validation=args.validation, fingerprint=args.fingerprint, fingerprint_bits=args.bits,
         score_cap=args.score_cap, uncertainty=args.uncertainty, bootstrap=args.bootstrap,
     )  # fmt: skip
     initial, batch, budget = (max(1, round(value * library)) if value < 1 else int(value) for value in (

@@ -52,6 +52,7 @@ task bound to a GPU, ``device: auto`` trains there (the backend's binding sets
 from __future__ import annotations
 
 import csv
+import importlib.util
 import json
 import math
 import sys
@@ -176,8 +177,6 @@ class SurrogateConfig(StrictModel):
 
     @model_validator(mode="after")
     def _model_installed(self) -> Self:
-        import importlib.util
-
         if self.model == "chemprop-mpnn" and importlib.util.find_spec("chemprop") is None:
             raise ValueError(
                 "model 'chemprop-mpnn' needs chemprop, which is not installed: pip install 'mummi-like[chemprop]' "
@@ -416,14 +415,9 @@ class MessagePassingNet(nn.Module):
 
     def __init__(self, hidden: Sequence[int], depth: int) -> None:
         super().__init__()
-        try:
-            from chemprop import models
-            from chemprop import nn as chemprop_nn
-        except ImportError:
-            raise ValueError(
-                "surrogate model 'chemprop-mpnn' needs chemprop: pip install 'mummi-like[chemprop]' (or use model: "
-                "fingerprint-mlp)"
-            ) from None
+        from chemprop import models  # the extra; SurrogateConfig refuses chemprop-mpnn where it is missing
+        from chemprop import nn as chemprop_nn
+
         passing = chemprop_nn.BondMessagePassing(d_h=hidden[0], depth=depth)
         head = chemprop_nn.RegressionFFN(
             input_dim=passing.output_dim, hidden_dim=hidden[-1] if len(hidden) > 1 else hidden[0],
@@ -538,7 +532,8 @@ class Ensemble:
     Members are :class:`FingerprintMLP` or :class:`MessagePassingNet`
     (:attr:`SurrogateConfig.model`). Inputs are :func:`fingerprints` rows
     (and, for message passing, the SMILES), featurised a chunk at a time, so
-    that predicting a large library never holds it as floats or graphs. Targets are standardised with the training mean and std (kept with
+    that predicting a large library never holds it as floats or graphs.
+    Targets are standardised with the training mean and std (kept with
     the model), so that one learning rate suits any score scale. Members
     differ by initialisation, batch order and validation draw; each label is
     held out by about ``validation * members`` of them, whose predictions of
@@ -677,8 +672,8 @@ class Ensemble:
         saved = torch.load(path, weights_only=True)
         ensemble = cls(SurrogateConfig(**saved["config"]), saved["seed"])
         ensemble.center, ensemble.scale = saved["center"], saved["scale"]
+        ensemble.bits = saved["bits"]
         for state in saved["members"]:
-            ensemble.bits = saved["bits"]
             model = ensemble._member(ensemble.bits)
             model.load_state_dict(state)
             model.to(ensemble.device).eval()
@@ -901,10 +896,12 @@ def learn_round(
                          round_rng(seed, round_index))  # fmt: skip
         if novel:
             rest = np.setdiff1d(candidates, chosen, assume_unique=True)
-            by_std = {"uncertainty+distance": (novel + 1) // 2, "uncertainty": novel, "distance": 0}[learning.explore_by]
-            chosen = np.concatenate([chosen, rest[np.argsort(-std[rest], kind="stable")[:by_std]]])
-            rest = np.setdiff1d(candidates, chosen, assume_unique=True)
-            chosen = np.concatenate([chosen, farthest_first(rows, rest, np.flatnonzero(docked), chosen, novel - by_std)])
+            by_std = {"uncertainty": novel, "uncertainty+distance": (novel + 1) // 2, "distance": 0}[learning.explore_by]
+            uncertain = rest[np.argsort(-std[rest], kind="stable")[:by_std]]
+            picked = np.concatenate([chosen, uncertain])
+            far = farthest_first(rows, np.setdiff1d(rest, uncertain, assume_unique=True), np.flatnonzero(docked),
+                                 picked, novel - by_std)  # fmt: skip
+            chosen = np.concatenate([picked, far])
     return Round(
         ensemble=ensemble,
         mean=mean,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -25,6 +26,7 @@ from mummi_scales.drug_discovery.surrogate import (  # noqa: E402
     SCORES,
     ActiveLearningConfig,
     Ensemble,
+    MessagePassingNet,
     SparseLinear,
     SurrogateConfig,
     acquire,
@@ -133,7 +135,7 @@ def test_the_message_passing_surrogate_trains_predicts_with_uncertainty_and_surv
     trained = Ensemble(config, seed=0).fit(rows[:45], scores[:45], smiles[:45])
     mean, std = trained.predict(rows, smiles)
     assert mean.shape == std.shape == (60,) and (std > 0).all()
-    assert all(type(member).__name__ == "MessagePassingNet" for member in trained.members)
+    assert all(isinstance(member, MessagePassingNet) for member in trained.members)
     held = r_squared(scores[45:], mean[45:])
     assert held is not None and held > 0.25, held
     assert np.isfinite(trained.out_of_fold).sum() >= 10
@@ -154,8 +156,6 @@ def test_the_message_passing_surrogate_trains_predicts_with_uncertainty_and_surv
 def test_a_message_passing_surrogate_without_chemprop_is_refused_naming_the_extra(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    import importlib.util
-
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *rest: None if name == "chemprop" else real(name, *rest))
     with pytest.raises(ValidationError, match=r"needs chemprop, which is not installed: pip install 'mummi-like\[chemprop\]'"):
